@@ -1,0 +1,333 @@
+"""Every stage's settings as frozen dataclasses, and the TOML recipe that fills them.
+
+Values are checked in ``__post_init__`` and rejected with what was given and what is allowed; nothing is
+clamped. The recipe loader rejects unknown sections and keys with the list of known ones.
+Standard library only (tomllib): the recipe is read before TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+
+from edgepack.errors import ConfigError
+
+
+class Choice(str, enum.Enum):
+    """A string enum whose parse error lists the allowed values."""
+
+    @classmethod
+    def parse(cls, value: Any, what: str) -> Choice:
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            allowed = ", ".join(m.value for m in cls)
+            raise ConfigError(f"{what}: unknown value {value!r}; choose from {allowed}") from None
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Color(Choice):
+    AUTO = "auto"
+    GRAYSCALE = "grayscale"
+    RGB = "rgb"
+
+
+class Schedule(Choice):
+    POLYNOMIAL = "polynomial"
+    CONSTANT = "constant"
+
+
+class CentroidInit(Choice):
+    KMEANS_PLUS_PLUS = "kmeans++"
+    LINEAR = "linear"
+    DENSITY = "density"
+    RANDOM = "random"
+
+
+class Format(Choice):
+    TFLITE = "tflite"
+    ONNX = "onnx"
+
+
+class Precision(Choice):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    DYNAMIC = "dynamic"
+    INT8 = "int8"
+
+
+class Calibration(Choice):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class Runtime(Choice):
+    ONNXRUNTIME = "onnxruntime"
+    LITERT = "litert"
+    KERAS = "keras"
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _positive_int(value: Any, what: str, minimum: int = 1, maximum: int | None = None) -> None:
+    allowed = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+    _check(
+        isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+        and (maximum is None or value <= maximum),
+        f"{what}: got {value!r}; expected {allowed}",
+    )  # fmt: skip
+
+
+def _fraction(value: Any, what: str, low: float, high: float, high_inclusive: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = ok and low <= value and (value <= high if high_inclusive else value < high)
+    bracket = "]" if high_inclusive else ")"
+    _check(ok, f"{what}: got {value!r}; expected a number in [{low}, {high}{bracket}")
+
+
+def _enum_tuple(values: Any, cls: type[Choice], what: str) -> tuple:
+    if isinstance(values, str):
+        values = [v for v in values.split(",") if v.strip()]
+    _check(len(values) > 0, f"{what}: got an empty list; choose from {', '.join(m.value for m in cls)}")
+    return tuple(dict.fromkeys(cls.parse(v, what) for v in values))
+
+
+def _int_tuple(values: Any, what: str) -> tuple[int, ...]:
+    if isinstance(values, str):
+        try:
+            values = [int(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"{what}: got {values!r}; expected comma-separated integers >= 1") from None
+    _check(len(values) > 0, f"{what}: got an empty list; expected integers >= 1")
+    for v in values:
+        _positive_int(v, what)
+    return tuple(dict.fromkeys(values))
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Where the images come from and how they are shaped for the model."""
+
+    spec: str = "mnist-5k"
+    image_size: int | None = None  # None: the data's own size (28 for mnist-5k, 28 for image folders)
+    color: Color = Color.AUTO  # auto: grayscale unless the images are in colour
+    test_split: float = 0.2  # used only when the data brings no test split
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.spec, str) and self.spec.strip() != "", f"data spec: got {self.spec!r}; expected "
+               "mnist-5k, a folder, an .npz file or keras:mnist|fashion_mnist|cifar10")  # fmt: skip
+        if self.image_size is not None:
+            _positive_int(self.image_size, "--image-size", minimum=8, maximum=1024)
+        object.__setattr__(self, "color", Color.parse(self.color, "--color"))
+        _fraction(self.test_split, "--test-split", 0.0, 1.0)
+        _check(self.test_split > 0, f"--test-split: got {self.test_split!r}; expected a number in (0, 1)")
+        _positive_int(self.seed, "--seed", minimum=0)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How the seed CNN is trained."""
+
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    val_split: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive_int(self.epochs, "--epochs")
+        _positive_int(self.batch_size, "--batch-size")
+        _fraction(self.learning_rate, "--learning-rate", 0.0, 1.0)
+        _check(self.learning_rate > 0, f"--learning-rate: got {self.learning_rate!r}; expected > 0")
+        _fraction(self.val_split, "--val-split", 0.0, 0.5, high_inclusive=True)
+        _positive_int(self.seed, "--seed", minimum=0)
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """Magnitude pruning with tfmot (PolynomialDecay, ConstantSparsity, or M-by-N structured)."""
+
+    sparsity: float = 0.8
+    schedule: Schedule = Schedule.POLYNOMIAL
+    m_by_n: str | None = None  # "2:4": structured sparsity, replaces the schedule
+    layers: tuple[str, ...] | None = None  # None: every Conv2D and Dense layer
+    epochs: int = 2  # fine-tuning epochs; begin/end step and frequency are derived from these
+    initial_sparsity: float = 0.0
+    learning_rate: float = 1e-4
+
+    def __post_init__(self) -> None:
+        _fraction(self.sparsity, "--prune", 0.0, 1.0)
+        object.__setattr__(self, "schedule", Schedule.parse(self.schedule, "--schedule"))
+        if self.m_by_n is not None:
+            _check(self.m_by_n in ("2:4",), f"--m-by-n: got {self.m_by_n!r}; supported patterns: 2:4")
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(self.layers))
+        _positive_int(self.epochs, "prune epochs")
+        _fraction(self.initial_sparsity, "prune initial_sparsity", 0.0, 1.0)
+        _check(self.initial_sparsity <= self.sparsity,
+               f"prune initial_sparsity: got {self.initial_sparsity}; expected <= sparsity {self.sparsity}")  # fmt: skip
+        _fraction(self.learning_rate, "prune learning_rate", 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Weight clustering with tfmot: K shared values per kernel."""
+
+    clusters: int = 16
+    init: CentroidInit = CentroidInit.KMEANS_PLUS_PLUS
+    layers: tuple[str, ...] | None = None
+    epochs: int = 1
+    preserve_sparsity: bool | None = None  # None: on when the model was pruned first
+    learning_rate: float = 1e-4
+
+    def __post_init__(self) -> None:
+        _positive_int(self.clusters, "--cluster", minimum=2, maximum=256)
+        object.__setattr__(self, "init", CentroidInit.parse(self.init, "cluster init"))
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(self.layers))
+        _positive_int(self.epochs, "cluster epochs")
+        _fraction(self.learning_rate, "cluster learning_rate", 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class QATSettings:
+    """Quantization-aware training; preserves sparsity/clusters of a pruned/clustered model by default."""
+
+    epochs: int = 1
+    preserve: bool = True  # PQAT / CQAT / PCQAT when the model was pruned or clustered
+    learning_rate: float = 1e-4
+
+    def __post_init__(self) -> None:
+        _positive_int(self.epochs, "qat epochs")
+        _fraction(self.learning_rate, "qat learning_rate", 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """Which files to export, how int8 is calibrated, and how strict the parity gate is."""
+
+    formats: tuple[Format, ...] = (Format.TFLITE, Format.ONNX)
+    precisions: tuple[Precision, ...] = (Precision.FP32, Precision.FP16, Precision.DYNAMIC, Precision.INT8)
+    opset: int = 17
+    calibration_samples: int = 200
+    calibration: Calibration = Calibration.MINMAX
+    allow_parity_failure: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "formats", _enum_tuple(self.formats, Format, "--formats"))
+        object.__setattr__(self, "precisions", _enum_tuple(self.precisions, Precision, "--precisions"))
+        _positive_int(self.opset, "--opset", minimum=13, maximum=18)
+        _positive_int(self.calibration_samples, "--calibration-samples")
+        object.__setattr__(self, "calibration", Calibration.parse(self.calibration, "--calibration"))
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """The benchmark matrix: runtimes x threads x batch sizes, and how long each window runs."""
+
+    runtimes: tuple[Runtime, ...] = (Runtime.ONNXRUNTIME, Runtime.LITERT)
+    threads: tuple[int, ...] = (1, 2)
+    batch: tuple[int, ...] = (1, 32)
+    min_time: float = 0.5  # seconds per timing window
+    windows: int = 5
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runtimes", _enum_tuple(self.runtimes, Runtime, "--runtimes"))
+        object.__setattr__(self, "threads", _int_tuple(self.threads, "--threads"))
+        object.__setattr__(self, "batch", _int_tuple(self.batch, "--batch"))
+        _check(isinstance(self.min_time, int | float) and self.min_time > 0,
+               f"--min-time: got {self.min_time!r}; expected seconds > 0")  # fmt: skip
+        _positive_int(self.windows, "--windows")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A whole pipeline. Compression sections that are None do not run."""
+
+    data: DataSettings = field(default_factory=DataSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    prune: PruneSettings | None = None
+    cluster: ClusterSettings | None = None
+    qat: QATSettings | None = None
+    export: ExportSettings = field(default_factory=ExportSettings)
+    bench: BenchSettings = field(default_factory=BenchSettings)
+
+    @classmethod
+    def default(cls) -> Recipe:
+        """What `edgepack run` does without a recipe: baseline -> prune 0.8 -> prune-preserving QAT."""
+        return cls(prune=PruneSettings(), qat=QATSettings())
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Recipe:
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"recipe {path}: no such file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"recipe {path}: not valid TOML ({e})") from None
+        return cls.from_dict(raw, where=f"recipe {path}")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], where: str = "recipe") -> Recipe:
+        return settings_from_dict(cls, raw, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+
+S = TypeVar("S")
+
+
+def settings_from_dict(cls: type[S], raw: dict[str, Any], where: str) -> S:
+    """Build a settings dataclass from a dict, rejecting unknown keys with the list of known ones."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table, got {type(raw).__name__}")
+    hints = get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; known keys: {', '.join(known)}")
+    kwargs = {}
+    for name, value in raw.items():
+        sub = _dataclass_in(hints[name])
+        kwargs[name] = settings_from_dict(sub, value, f"{where} [{name}]") if sub else value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a wrong type the checks above did not name
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _dataclass_in(hint: Any) -> type | None:
+    if dataclasses.is_dataclass(hint):
+        return hint  # type: ignore[return-value]
+    if get_origin(hint) is not None:
+        for arg in get_args(hint):
+            if dataclasses.is_dataclass(arg):
+                return arg  # type: ignore[return-value]
+    return None
+
+
+def to_plain(obj: Any) -> Any:
+    """Settings as JSON-ready values (enums as strings, tuples as lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, tuple | list):
+        return [to_plain(v) for v in obj]
+    return obj

@@ -1,0 +1,133 @@
+"""Training and evaluation of the seed CNN, and the train stage over a run directory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from edgepack.data import Dataset, save_to_run
+from edgepack.files import atomic_path
+from edgepack.manifest import Artifact, RunDir
+from edgepack.recipe import TrainSettings, to_plain
+from edgepack.tf import keras, tf
+from edgepack.train.model import build_seed_cnn, compile_model
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same data -> same weights and metrics (Python, numpy and TF seeds, deterministic ops)."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def to_float(x: np.ndarray, scale: float = 1.0 / 255.0) -> np.ndarray:
+    """uint8 images -> the float32 [0, 1] input the model is trained on."""
+    return x.astype(np.float32) * np.float32(scale)
+
+
+class RichProgress(keras.callbacks.Callback):
+    """A progress bar on stderr for training and fine-tuning (stdout stays free for --json)."""
+
+    def __init__(self, description: str, steps_per_epoch: int, epochs: int) -> None:
+        super().__init__()
+        self.description = description
+        self.steps = steps_per_epoch
+        self.epochs = epochs
+        self._progress = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"), console=Console(stderr=True), transient=False,
+        )  # fmt: skip
+        self._progress.start()
+        self._task = self._progress.add_task(self.description, total=self.steps * self.epochs, status="")
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._progress.advance(self._task)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        status = " ".join(f"{k}={v:.4f}" for k, v in logs.items() if isinstance(v, float))
+        self._progress.update(self._task, status=f"epoch {epoch + 1}/{self.epochs} {status}")
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._progress.stop()
+
+
+def probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities (N, n_classes) for uint8 or [0, 1] float images; a sigmoid head gives 2 columns."""
+    xf = to_float(x) if x.dtype == np.uint8 else x.astype(np.float32)
+    out = np.concatenate([model(xf[i : i + batch_size], training=False).numpy()
+                          for i in range(0, len(xf), batch_size)])  # fmt: skip
+    if out.shape[-1] == 1:
+        out = np.concatenate([1.0 - out, out], axis=-1)
+    return out
+
+
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, Any]:
+    """Test accuracy and the confusion matrix (rows: true class, columns: predicted)."""
+    pred = probabilities(model, x).argmax(axis=-1)
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(confusion, (y, pred), 1)
+    return {"accuracy": float((pred == y).mean()), "confusion_matrix": confusion.tolist(), "n_eval": int(len(y))}
+
+
+def weight_counts(model: keras.Model) -> dict[str, Any]:
+    """Parameters, non-zero parameters, and the zero fraction over Conv/Dense kernels."""
+    params = int(model.count_params())
+    nonzero = int(sum(int(np.count_nonzero(w)) for w in model.get_weights()))
+    kernels = [layer.kernel.numpy() for layer in model.layers if hasattr(layer, "kernel")]
+    total = sum(k.size for k in kernels)
+    zeros = sum(int(k.size - np.count_nonzero(k)) for k in kernels)
+    return {"params": params, "nonzero_params": nonzero, "sparsity": zeros / total if total else 0.0}
+
+
+def fit(data: Dataset, settings: TrainSettings, progress: bool = True) -> tuple[keras.Model, dict[str, Any]]:
+    """Build the seed CNN for ``data`` and train it; returns the model and the per-epoch history."""
+    seed_everything(settings.seed)
+    model = compile_model(build_seed_cnn(data.input_shape, data.n_classes), data.n_classes, settings.learning_rate)
+    x = to_float(data.x_train)
+    n_fit = len(x) - int(len(x) * settings.val_split)
+    steps = -(-n_fit // settings.batch_size)
+    callbacks = [RichProgress("training", steps, settings.epochs)] if progress else []
+    history = model.fit(
+        x, data.y_train, epochs=settings.epochs, batch_size=settings.batch_size,
+        validation_split=settings.val_split, shuffle=True, verbose=0, callbacks=callbacks,
+    )  # fmt: skip
+    return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def save_model(model: keras.Model, run: RunDir, name: str) -> str:
+    """Save a Keras model into ``models/NAME.keras`` atomically; returns its path relative to the run."""
+    rel = f"models/{name}.keras"
+    with atomic_path(run.path / rel) as tmp:
+        model.save(tmp)
+    return rel
+
+
+def train_stage(run: RunDir, data: Dataset, settings: TrainSettings, progress: bool = True) -> Artifact:
+    """Train the baseline, evaluate it on the test split, save it and record it in the manifest."""
+    start = time.perf_counter()
+    model, history = fit(data, settings, progress=progress)
+    metrics = evaluate(model, data.x_test, data.y_test, data.n_classes)
+    metrics.update(weight_counts(model))
+    metrics["history"] = history
+    log.info("baseline test accuracy %.4f", metrics["accuracy"])
+    run.manifest["dataset"] = data.info()
+    save_to_run(data, run.path)
+    artifact = Artifact(
+        name="baseline", path=save_model(model, run, "baseline"), format="keras", precision="fp32",
+        stage="train", parent=None, settings=to_plain(settings), metrics=metrics,
+    )  # fmt: skip
+    run.add_artifact(artifact)
+    run.record("train", to_plain(settings), time.perf_counter() - start)
+    run.save()
+    return artifact
