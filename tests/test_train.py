@@ -1,0 +1,58 @@
+"""The seed CNN and its training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgepack.recipe import TrainSettings
+from edgepack.train import build_seed_cnn, fit
+from edgepack.train.fit import evaluate, probabilities
+
+
+def test_seed_cnn_layers_match_the_reference_network():
+    model = build_seed_cnn((28, 28, 1), 10)
+    summary = [(type(layer).__name__, getattr(layer, "filters", None) or getattr(layer, "units", None),
+                getattr(getattr(layer, "activation", None), "__name__", None)) for layer in model.layers]  # fmt: skip
+    assert summary == [
+        ("Conv2D", 32, "relu"), ("MaxPooling2D", None, None), ("Conv2D", 64, "relu"),
+        ("MaxPooling2D", None, None), ("Flatten", None, None), ("Dense", 128, "relu"), ("Dense", 10, "softmax"),
+    ]  # fmt: skip
+    assert model.layers[0].kernel_size == (3, 3) and model.layers[1].pool_size == (2, 2)
+    assert model.count_params() == 225_034  # DESIGN.md: 225 034 parameters for 10 classes
+
+
+def test_two_classes_get_a_sigmoid_head_and_probabilities_get_two_columns():
+    model = build_seed_cnn((16, 16, 3), 2)
+    assert model.layers[-1].units == 1 and model.layers[-1].activation.__name__ == "sigmoid"
+    p = probabilities(model, np.zeros((3, 16, 16, 3), np.uint8))
+    assert p.shape == (3, 2) and np.allclose(p.sum(axis=1), 1.0)
+
+
+def test_short_training_learns_tiny_digits_well_above_chance(tiny_data):
+    model, history = fit(tiny_data, TrainSettings(epochs=2, seed=0), progress=False)
+    metrics = evaluate(model, tiny_data.x_test, tiny_data.y_test, tiny_data.n_classes)
+    assert metrics["accuracy"] > 0.6  # chance is 0.1; 800 images x 2 epochs reach ~0.8
+    assert len(history["loss"]) == 2 and history["loss"][1] < history["loss"][0]
+    assert np.asarray(metrics["confusion_matrix"]).sum() == len(tiny_data.y_test)
+
+
+def test_same_seed_gives_identical_weights_and_a_different_seed_does_not(tiny_data):
+    small = type(tiny_data)(tiny_data.x_train[:200], tiny_data.y_train[:200], tiny_data.x_test, tiny_data.y_test,
+                            tiny_data.class_names, "tiny")  # fmt: skip
+    runs = [fit(small, TrainSettings(epochs=1, seed=s), progress=False)[0] for s in (3, 3, 4)]
+    w = [np.concatenate([v.ravel() for v in m.get_weights()]) for m in runs]
+    assert np.array_equal(w[0], w[1])
+    assert not np.array_equal(w[0], w[2])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"epochs": 0}, "--epochs: got 0"), ({"batch_size": -1}, "--batch-size: got -1"),
+     ({"val_split": 0.9}, "--val-split: got 0.9")],
+)  # fmt: skip
+def test_bad_training_settings_are_rejected_not_clamped(kwargs, message):
+    from edgepack.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        TrainSettings(**kwargs)
