@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_cats_dogs
 
 from edgepack.cli import main
+from helpers import write_cats_dogs
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +36,16 @@ def test_train_on_cats_and_dogs_folder_makes_sigmoid_model_and_manifest(tmp_path
     assert manifest["dataset"]["class_names"] == ["cats", "dogs"]
     assert manifest["dataset"]["skipped_files"] == 1
     baseline = manifest["artifacts"][0]
-    assert baseline["format"] == "keras" and baseline["stage"] == "train" and len(baseline["sha256"]) == 64
-    assert (out / baseline["path"]).is_file() and result["artifacts"][0]["accuracy"] == baseline["metrics"]["accuracy"]
+    assert baseline["format"] == "keras"
+    assert baseline["stage"] == "train"
+    assert len(baseline["sha256"]) == 64
+    assert (out / baseline["path"]).is_file()
+    assert result["artifacts"][0]["accuracy"] == baseline["metrics"]["accuracy"]
     from edgepack.tf import keras
 
     model = keras.models.load_model(out / baseline["path"])
-    assert model.layers[-1].units == 1 and model.layers[-1].activation.__name__ == "sigmoid"
+    assert model.layers[-1].units == 1
+    assert model.layers[-1].activation.__name__ == "sigmoid"
     assert baseline["metrics"]["accuracy"] > 0.5  # above chance on the 12 held-out pets
 
 
@@ -128,7 +132,9 @@ def test_bad_input_exits_2_with_one_line_and_leaves_no_run_directory(tmp_path, t
     code = main(["train", "--data", spec, "--out", str(work / "run"), "-q", *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert message in err and err.count("\n") == 0 and err.startswith("edgepack: error:")
+    assert message in err
+    assert err.count("\n") == 0
+    assert err.startswith("edgepack: error:")
     assert _leftovers(work) == before  # no run directory, no hidden partial folder
 
 
@@ -136,7 +142,8 @@ def test_cli_process_prints_one_line_without_traceback_and_exit_code_2(tmp_path)
     proc = subprocess.run([sys.executable, "-m", "edgepack", "train", "--data", str(tmp_path / "x"), "--out",
                            str(tmp_path / "r")], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
+    assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
 
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import write_cats_dogs, write_digit_folder
 from PIL import Image
 
 from edgepack.data import load
 from edgepack.errors import DataError
 from edgepack.recipe import DataSettings
+from helpers import write_cats_dogs, write_digit_folder
 
 
 def test_mnist_5k_loads_offline_with_stratified_80_20_split():
     data = load(DataSettings())
-    assert data.x_train.shape == (4000, 28, 28, 1) and data.x_train.dtype == np.uint8
+    assert data.x_train.shape == (4000, 28, 28, 1)
+    assert data.x_train.dtype == np.uint8
     assert data.x_test.shape == (1000, 28, 28, 1)
     assert np.bincount(data.y_test).tolist() == [100] * 10  # stratified: 500 per class in the source
     assert data.class_names == tuple(str(i) for i in range(10))
@@ -23,7 +24,8 @@ def test_mnist_5k_loads_offline_with_stratified_80_20_split():
 
 def test_split_is_deterministic_for_a_seed_and_changes_with_it():
     a, b, c = (load(DataSettings(seed=s)) for s in (0, 0, 1))
-    assert np.array_equal(a.y_test, b.y_test) and np.array_equal(a.x_test, b.x_test)
+    assert np.array_equal(a.y_test, b.y_test)
+    assert np.array_equal(a.x_test, b.x_test)
     assert not np.array_equal(a.x_test, c.x_test)
 
 
@@ -31,7 +33,8 @@ def test_folder_of_colour_jpegs_with_stray_file_gives_sorted_classes_and_counts_
     write_cats_dogs(tmp_path / "pets", n_per_class=20)
     data = load(DataSettings(spec=str(tmp_path / "pets"), seed=0))
     assert data.class_names == ("cats", "dogs")
-    assert data.skipped_files == 1 and "README.md" in data.skipped[0]
+    assert data.skipped_files == 1
+    assert "README.md" in data.skipped[0]
     assert data.input_shape == (28, 28, 3)  # auto colour: the JPEGs are in colour
     assert len(data.y_train) + len(data.y_test) == 40
     assert np.bincount(data.y_test).tolist() == [4, 4]
@@ -48,7 +51,9 @@ def test_folder_with_train_and_test_subfolders_keeps_the_given_split(tmp_path, t
     write_digit_folder(tmp_path / "d" / "train", tiny_data.x_train[:60], tiny_data.y_train[:60] % 3, names[:3])
     write_digit_folder(tmp_path / "d" / "test", tiny_data.x_test[:30], tiny_data.y_test[:30] % 3, names[:3])
     data = load(DataSettings(spec=str(tmp_path / "d")))
-    assert data.split == "given" and len(data.y_train) == 60 and len(data.y_test) == 30
+    assert data.split == "given"
+    assert len(data.y_train) == 60
+    assert len(data.y_test) == 30
     assert data.input_shape == (28, 28, 1)
     # PNG round trip is lossless: the same pixels come back (file order differs from array order)
     assert np.array_equal(np.sort(data.x_train.ravel()), np.sort(tiny_data.x_train[:60].ravel()))
@@ -62,7 +67,8 @@ def test_unreadable_image_among_good_ones_is_skipped_and_counted(tmp_path):
     data = load(DataSettings(spec=str(root)))
     assert data.skipped_files == 2
     assert len(data.y_train) + len(data.y_test) == 12
-    assert any("broken.jpg" in s for s in data.skipped) and any("notes.txt" in s for s in data.skipped)
+    assert any("broken.jpg" in s for s in data.skipped)
+    assert any("notes.txt" in s for s in data.skipped)
 
 
 def test_npz_round_trip_with_float_images_and_arbitrary_labels(tmp_path, tiny_data):
@@ -70,7 +76,8 @@ def test_npz_round_trip_with_float_images_and_arbitrary_labels(tmp_path, tiny_da
     np.savez(path, x_train=tiny_data.x_train[:50, ..., 0] / 255.0, y_train=tiny_data.y_train[:50] + 10,
              x_test=tiny_data.x_test[:20, ..., 0] / 255.0, y_test=tiny_data.y_test[:20] + 10)  # fmt: skip
     data = load(DataSettings(spec=str(path)))
-    assert data.x_train.dtype == np.uint8 and data.input_shape == (28, 28, 1)
+    assert data.x_train.dtype == np.uint8
+    assert data.input_shape == (28, 28, 1)
     assert np.array_equal(data.x_train, tiny_data.x_train[:50])
     assert data.class_names[0] == str(10 + min(tiny_data.y_train[:50].min(), tiny_data.y_test[:20].min()))
 
@@ -93,7 +100,8 @@ def test_bad_data_specs_raise_one_line_data_error(tmp_path, make, expected):
     spec = make(tmp_path)
     with pytest.raises(DataError) as err:
         load(DataSettings(spec=str(spec)))
-    assert expected in str(err.value) and "\n" not in str(err.value)
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def _one_class(p):

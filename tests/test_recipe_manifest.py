@@ -17,13 +17,19 @@ def test_recipe_from_toml_fills_sections_and_leaves_absent_compression_off(tmp_p
     path = tmp_path / "r.toml"
     path.write_text('[data]\nspec = "x.npz"\nimage_size = 32\n[train]\nepochs = 2\n[prune]\nsparsity = 0.5\n')
     recipe = Recipe.from_toml(path)
-    assert recipe.data.spec == "x.npz" and recipe.data.image_size == 32 and recipe.train.epochs == 2
-    assert recipe.prune == PruneSettings(sparsity=0.5) and recipe.cluster is None and recipe.qat is None
+    assert recipe.data.spec == "x.npz"
+    assert recipe.data.image_size == 32
+    assert recipe.train.epochs == 2
+    assert recipe.prune == PruneSettings(sparsity=0.5)
+    assert recipe.cluster is None
+    assert recipe.qat is None
 
 
 def test_default_recipe_is_baseline_prune_then_qat():
     recipe = Recipe.default()
-    assert recipe.prune is not None and recipe.prune.sparsity == 0.8 and recipe.qat is not None
+    assert recipe.prune is not None
+    assert recipe.prune.sparsity == 0.8
+    assert recipe.qat is not None
 
 
 @pytest.mark.parametrize(
@@ -45,7 +51,7 @@ def test_recipe_errors_name_what_was_given_and_what_is_allowed(tmp_path, text, m
 
 def test_atomic_path_leaves_no_file_when_the_writer_fails(tmp_path):
     target = tmp_path / "model.bin"
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:  # noqa: PT012 - the failure is inside the writer
         tmp.write_bytes(b"half")
         raise RuntimeError("converter crashed")
     assert list(tmp_path.iterdir()) == []
@@ -70,13 +76,14 @@ def test_run_directory_records_artifacts_with_hash_and_sizes(tmp_path):
     run = RunDir.open(out)
     [a] = run.artifacts
     assert a.sha256 == sha256_file(out / "models/m.keras")
-    assert a.metrics["size_bytes"] == 1000 and a.metrics["gzip_bytes"] < 100
+    assert a.metrics["size_bytes"] == 1000
+    assert a.metrics["gzip_bytes"] < 100
     assert run.require("baseline model", stage="train").name == "baseline"
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 
 
 def test_run_directory_creation_that_fails_leaves_nothing(tmp_path):
-    with pytest.raises(ValueError, match="boom"), RunDir.create(tmp_path / "run") as run:
+    with pytest.raises(ValueError, match="boom"), RunDir.create(tmp_path / "run") as run:  # noqa: PT012 - fails mid-run
         (run.path / "x").write_text("partial")
         raise ValueError("boom")
     assert list(tmp_path.iterdir()) == []

@@ -18,22 +18,26 @@ def test_seed_cnn_layers_match_the_reference_network():
         ("Conv2D", 32, "relu"), ("MaxPooling2D", None, None), ("Conv2D", 64, "relu"),
         ("MaxPooling2D", None, None), ("Flatten", None, None), ("Dense", 128, "relu"), ("Dense", 10, "softmax"),
     ]  # fmt: skip
-    assert model.layers[0].kernel_size == (3, 3) and model.layers[1].pool_size == (2, 2)
+    assert model.layers[0].kernel_size == (3, 3)
+    assert model.layers[1].pool_size == (2, 2)
     assert model.count_params() == 225_034  # DESIGN.md: 225 034 parameters for 10 classes
 
 
 def test_two_classes_get_a_sigmoid_head_and_probabilities_get_two_columns():
     model = build_seed_cnn((16, 16, 3), 2)
-    assert model.layers[-1].units == 1 and model.layers[-1].activation.__name__ == "sigmoid"
+    assert model.layers[-1].units == 1
+    assert model.layers[-1].activation.__name__ == "sigmoid"
     p = probabilities(model, np.zeros((3, 16, 16, 3), np.uint8))
-    assert p.shape == (3, 2) and np.allclose(p.sum(axis=1), 1.0)
+    assert p.shape == (3, 2)
+    assert np.allclose(p.sum(axis=1), 1.0)
 
 
 def test_short_training_learns_tiny_digits_well_above_chance(tiny_data):
     model, history = fit(tiny_data, TrainSettings(epochs=2, seed=0), progress=False)
     metrics = evaluate(model, tiny_data.x_test, tiny_data.y_test, tiny_data.n_classes)
     assert metrics["accuracy"] > 0.6  # chance is 0.1; 800 images x 2 epochs reach ~0.8
-    assert len(history["loss"]) == 2 and history["loss"][1] < history["loss"][0]
+    assert len(history["loss"]) == 2
+    assert history["loss"][1] < history["loss"][0]
     assert np.asarray(metrics["confusion_matrix"]).sum() == len(tiny_data.y_test)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from edgepack import __version__
 from edgepack.errors import ConfigError, ModelLoadError
-from edgepack.files import umask, atomic_write_json, gzip_size, sha256_file
+from edgepack.files import atomic_write_json, gzip_size, sha256_file, umask
 
 MANIFEST = "manifest.json"
 FORMATS = ("keras", "tflite", "onnx")
@@ -80,7 +80,9 @@ class RunDir:
             raise ConfigError(f"run directory {path}: no such directory")
         mpath = path / MANIFEST
         if not mpath.is_file():
-            raise ConfigError(f"run directory {path}: no {MANIFEST}; create one with `edgepack train` or `edgepack run`")
+            raise ConfigError(
+                f"run directory {path}: no {MANIFEST}; create one with `edgepack train` or `edgepack run`"
+            )
         try:
             manifest = json.loads(mpath.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:

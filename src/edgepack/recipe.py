@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+
+import tomllib
 
 from edgepack.errors import ConfigError
 
