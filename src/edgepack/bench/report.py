@@ -307,6 +307,8 @@ def make_plots(results: list[dict[str, Any]], names: list[str], max_drop: float 
         if front:
             ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "-", color="C3", lw=1.5, zorder=2,
                     label=f"Pareto front ({name}, batch {batch}, {threads} thread)")  # fmt: skip
+            ax.scatter([pts[i][0] for i in front], [pts[i][1] for i in front], s=160, facecolors="none",
+                       edgecolors="C3", linewidths=1.5, zorder=4)  # fmt: skip
     for rt, color in (("onnxruntime", "C0"), ("litert", "C1"), ("keras", "C2")):
         ax.scatter([], [], color=color, label=rt)
     ax.set_xscale("log")
