@@ -6,9 +6,12 @@ These tests check the harness, not the machine: figures come from `make bench`.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -253,3 +256,17 @@ def test_html_report_renders_its_plots_as_images_in_headless_chromium(tmp_path):
     orange = (np.abs(pixels - [255, 127, 14]).sum(axis=2) < 30).sum()
     assert blue > 2000
     assert orange > 2000
+
+
+def test_bench_and_report_modules_import_no_tensorflow_or_matplotlib():
+    code = ("import sys, edgepack.bench.core, edgepack.bench.report, edgepack.bench.floor, edgepack.bench.timing, "
+            "edgepack.bench.coldstart, edgepack.bench.stats; "
+            "print(sorted(m for m in ('tensorflow', 'tf_keras', 'matplotlib', 'onnx') if m in sys.modules))")  # fmt: skip
+    src = str(Path(__file__).resolve().parents[1] / "src")
+
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": src}
+    )
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
