@@ -16,6 +16,7 @@ and refreshes the README's results table (between the `bench-results` markers) f
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import re
 import subprocess
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # works from a plain checkout too
 
 from edgepack.bench.core import resolve_runtimes, run_bench  # noqa: E402
-from edgepack.bench.report import _acc, _num, build_blocks, headline_rows, recommend, to_markdown  # noqa: E402
+from edgepack.bench.report import _acc, _num, build_blocks, headline_figures, headline_rows, recommend, to_markdown  # noqa: E402
 from edgepack.files import atomic_write_json, atomic_write_text  # noqa: E402
 from edgepack.machine import cpu_model  # noqa: E402
 from edgepack.manifest import RunDir  # noqa: E402
@@ -134,6 +135,7 @@ def main() -> int:
     results = run_bench([str(run_dir)], settings, resolve_runtimes(None), progress=lambda m: print(m, flush=True))
     results["make_bench"] = {"seconds_total": round(time.perf_counter() - start, 1),
                              "seconds_train_compress_export": round(prepared, 1), "run_dir": str(run_dir)}  # fmt: skip
+    results["headline_figures"] = headline_figures(results["results"], args.max_accuracy_drop)
     out_json = args.results_dir / f"{label}.json"
     out_md = args.results_dir / f"{label}.md"
     atomic_write_json(out_json, results)
@@ -144,6 +146,7 @@ def main() -> int:
     if not args.no_readme and not update_readme(table, str(rel)):
         print(f"README.md has no {README_START} ... {README_END} markers: table not written there")
     print(table)
+    print(json.dumps(results["headline_figures"], indent=2))
     print(f"\nwrote {out_json} and {out_md} in {time.perf_counter() - start:.0f} s")
     return 0
 

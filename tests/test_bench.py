@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from edgepack.bench.floor import floor_us, matmul_model, measure_floor
-from edgepack.bench.report import build_blocks, pareto_front, recommend, to_html
+from edgepack.bench.report import build_blocks, headline_figures, pareto_front, recommend, to_html
 from edgepack.bench.timing import time_call
 from edgepack.cli import main
 from edgepack.recipe import BenchSettings
@@ -270,3 +270,19 @@ def test_bench_and_report_modules_import_no_tensorflow_or_matplotlib():
 
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_headline_figures_compare_the_recommended_file_with_floor_keras_and_fp32():
+    rows = _results("a")["results"] + [_row("baseline-onnx-fp32", "onnxruntime", "fp32", 40, 0.980)]
+    for r in rows:
+        if r["artifact"] == "baseline-tflite-int8":
+            r["gzip_bytes"] = 50_000  # fp32 files have 150 000
+
+    f = headline_figures(rows)
+
+    assert f["recommended"] == "baseline-tflite-int8"
+    assert f["best_p50_over_floor"] == pytest.approx(25 / 12)
+    assert f["ort_int8_p50_over_fp32_p50"] == pytest.approx(20 / 40)
+    assert f["keras_model_call_over_best"] == pytest.approx(5000 / 25)
+    assert f["smallest_within_half_point"] == "baseline-tflite-int8"
+    assert f["fp32_tflite_gzip_over_smallest_gzip"] == pytest.approx(3.0)

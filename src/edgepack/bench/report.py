@@ -98,6 +98,51 @@ def recommend(rows: list[dict[str, Any]], max_drop: float = 1.0) -> Recommendati
     return Recommendation(best, reference, max_drop, batch, threads)
 
 
+def headline_figures(rows: list[dict[str, Any]], max_drop: float = 1.0) -> dict[str, Any]:
+    """The figures issue 6/7 ask for, at batch 1, one thread: best p50 / floor, ORT int8 / fp32 p50, the Keras
+    ``model(x)`` call / the recommended file, and the gzip size of the smallest file within 0.5 point of the
+    baseline against the gzipped fp32 .tflite."""
+    head, _, _ = headline_rows(rows)
+    rec = recommend(rows, max_drop)
+    out: dict[str, Any] = {"recommended": rec.row["artifact"] if rec.row else None}
+    best = rec.row
+    if best and best.get("floor_us"):
+        out["best_p50_over_floor"] = _p50(best) / best["floor_us"]
+    onnx = {p: [r for r in head if r["runtime"] == "onnxruntime" and r["precision"] == p] for p in ("int8", "fp32")}
+    if onnx["int8"] and onnx["fp32"]:
+        out["ort_int8_p50_over_fp32_p50"] = min(map(_p50, onnx["int8"])) / min(map(_p50, onnx["fp32"]))
+    calls = [r for r in head if r["format"] == "keras" and r.get("call") == "model(x)"]
+    if best and calls:
+        src = [r for r in calls if r["artifact"] == best.get("source")] or calls
+        out["keras_model_call_over_best"] = _p50(src[0]) / _p50(best)
+    floats = [r for r in head if r["format"] == "keras" and r.get("accuracy") is not None]
+    base = next((r for r in floats if r["artifact"] == "baseline"), floats[0] if floats else None)
+    files = [r for r in head if r["format"] != "keras" and r.get("accuracy") is not None and r.get("gzip_bytes")]
+    tfl32 = [r for r in files if r["format"] == "tflite" and r["precision"] == "fp32"]
+    if base and files and tfl32:
+        ok = [r for r in files if r["accuracy"] >= base["accuracy"] - 0.005 - 1e-12]
+        ref = next((r for r in tfl32 if r.get("source") == base["artifact"]), tfl32[0])
+        if ok:
+            small = min(ok, key=lambda r: r["gzip_bytes"])
+            out["smallest_within_half_point"] = small["artifact"]
+            out["fp32_tflite_gzip_over_smallest_gzip"] = ref["gzip_bytes"] / small["gzip_bytes"]
+    return out
+
+
+def _figures_text(f: dict[str, Any]) -> str:
+    parts = []
+    if "best_p50_over_floor" in f:
+        parts.append(f"recommended file p50 = {f['best_p50_over_floor']:.2f}× the compute floor")
+    if "ort_int8_p50_over_fp32_p50" in f:
+        parts.append(f"ORT int8 p50 = {f['ort_int8_p50_over_fp32_p50']:.2f}× ORT fp32 p50")
+    if "keras_model_call_over_best" in f:
+        parts.append(f"Keras model(x) is {f['keras_model_call_over_best']:.0f}× slower than the recommended file")
+    if "fp32_tflite_gzip_over_smallest_gzip" in f:
+        parts.append(f"{f['smallest_within_half_point']} (smallest within 0.5 point of the baseline) is "
+                     f"{f['fp32_tflite_gzip_over_smallest_gzip']:.1f}× smaller gzipped than the fp32 .tflite")  # fmt: skip
+    return "Headline figures (batch 1, 1 thread): " + ("; ".join(parts) if parts else "not enough rows") + "."
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of (latency, accuracy) points no other point beats on both (lower latency, higher accuracy)."""
     front = []
@@ -220,6 +265,7 @@ def _single(res: dict[str, Any], name: str, max_drop: float) -> list[Block]:
               f"{res['machine'].get('cores')} cores){' — EMULATED: not real speed' if res['machine'].get('emulated') else ''}"),
         ("p", _recommend_text(recommend(rows, max_drop))),
         ("p", "Parity: " + parity_verdict(rows)),
+        ("p", _figures_text(headline_figures(rows, max_drop))),
         ("h2", f"Headline: batch {batch}, {threads} thread{'s' if threads > 1 else ''}"),
     ]  # fmt: skip
     headers = ["file", "runtime", "precision", "accuracy", "p50", "p90", "p99", "×floor", "cold start", "peak RSS",
