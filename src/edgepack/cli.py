@@ -14,11 +14,13 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from edgepack import __version__
 from edgepack.errors import ConfigError, EdgepackError
 from edgepack.recipe import (
+    BenchSettings,
     DataSettings,
     Recipe,
     TrainSettings,
