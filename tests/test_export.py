@@ -298,3 +298,24 @@ def test_info_rejects_a_file_that_is_not_a_model_with_exit_2(tmp_path, capsys):
     assert code == 2
     assert len(err) == 1
     assert f"model {bad}: cannot be read" in err[0]
+
+
+def test_entropy_and_percentile_calibration_choose_other_ranges_than_minmax(exported, tiny_data, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from edgepack.export.onnx import OnnxQuantOptions, quantize_onnx_static
+
+    x = tiny_data.x_train[:64].astype(np.float32) / 255
+    scales = {}
+    for method in ("minmax", "entropy", "percentile"):
+        out = quantize_onnx_static(exported / "export/pruned-onnx-fp32.onnx", tmp_path / f"{method}.onnx", x,
+                                   OnnxQuantOptions(calibration=method))  # fmt: skip
+        graph = onnx.load(str(out)).graph
+        inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        scales[method] = [float(inits[n.input[1]]) for n in graph.node if n.op_type == "QuantizeLinear"]
+
+    assert len(scales["minmax"]) == len(scales["entropy"]) == len(scales["percentile"]) > 3
+    assert scales["entropy"] != pytest.approx(scales["minmax"])  # ORT's default 128-bin entropy equals minmax
+    assert scales["percentile"] != pytest.approx(scales["minmax"])
+    assert max(scales["entropy"]) <= max(scales["minmax"])  # KL clips outliers, never widens the range

@@ -104,7 +104,10 @@ def _read_onnx(path: Path) -> _Graph:
         for i, name in enumerate(n.input):
             if name in inits:
                 (meta if i in _ONNX_META_INPUTS.get(n.op_type, ()) else used_as_param).add(name)
-    g.params = int(sum(inits[n].size for n in used_as_param if inits[n].dtype != np.int64))
+    # int64 initializers are shapes/axes; "*_scale"/"*_zero_point" are quantization metadata that
+    # onnxruntime's dynamic quantizer feeds to Mul/ops outside the positions listed above
+    g.params = int(sum(inits[n].size for n in used_as_param if inits[n].dtype != np.int64
+                       and not n.endswith(("_scale", "_zero_point"))))  # fmt: skip
 
     def weight(name: str) -> tuple[np.ndarray, int] | None:
         if name in inits:
