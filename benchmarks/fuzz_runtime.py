@@ -155,7 +155,9 @@ def fuzz(formats: list[str], count: int, seed: int, timeout: float, keep: Path |
                     reasons[_reason(message)] += 1
                 elif outcome != "ok":
                     failed += 1
-                    findings.append({"case": i, "source": name, "mutation": kind, "outcome": outcome, "message": message[:300]})
+                    findings.append(
+                        {"case": i, "source": name, "mutation": kind, "outcome": outcome, "message": message[:300]}
+                    )
                     if keep is not None:
                         keep.mkdir(parents=True, exist_ok=True)
                         (keep / f"{fmt}-case{i}-{outcome}.{fmt}").write_bytes(damaged)
@@ -199,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
             for reason, n in s["load_error_reasons"].items():
                 print(f"    {n:5d}  ModelLoadError: {reason}")
             for f in s["failures"][:10]:
-                print(f"    FAIL case {f['case']} ({f['source']}, {f['mutation']}): {f['outcome']}: {f['message'][:150]}")
+                print(
+                    f"    FAIL case {f['case']} ({f['source']}, {f['mutation']}): {f['outcome']}: {f['message'][:150]}"
+                )
         print(f"failures: {summary['failures']}")
     return 1 if summary["failures"] else 0
 
