@@ -1,7 +1,8 @@
 """Fuzz the lean runtime with damaged model files: none may take the process down.
 
 For each format, COUNT damaged copies of the fixture models (bit flips, truncations, zeroed ranges, random
-headers, overwritten chunks) are each loaded and run in a forked child process with
+headers, overwritten chunks, and structure-aware damage: bit flips and 32-bit values such as 0, -1, 2^31 written
+outside the weight data, where shapes, tensor indices, offsets and op codes live) are each loaded and run in a forked child process with
 ``edgepack.runtime.load(copy, threads=1).predict(images)``. A child must either return finite probabilities
 or raise ``ModelLoadError`` with a one-line message; a signal (crash), a hang, another exception or
 non-finite output is a failure. Exit 0 only with no failures.
@@ -32,12 +33,97 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "runtime"
 SOURCES = {"tflite": ["digits-tflite-fp32.tflite", "digits-tflite-int8.tflite", "binary-tflite-int8.tflite"],
            "onnx": ["digits-onnx-fp32.onnx", "digits-onnx-int8.onnx", "binary-onnx-fp32.onnx"]}  # fmt: skip
-MUTATIONS = ("bitflip", "truncate", "zero_range", "random_header", "overwrite_chunk")
+MUTATIONS = ("bitflip", "truncate", "zero_range", "random_header", "overwrite_chunk", "meta_bitflip", "meta_int")
+# Values a damaged 32-bit field (a shape, an index, an offset, a count) is most likely to break things with.
+INTERESTING = (0, 1, 2, 3, 7, 255, 256, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 0xFFFFFFFE, 0x10000000)
 OK, LOAD_ERROR, OTHER_ERROR, NON_FINITE, BAD_MESSAGE = 0, 10, 11, 12, 13
 
 
-def mutate(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
-    """One damaged copy of ``data``."""
+def weight_ranges(fmt: str, data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of the constant tensor data in a model file: the rest is structure (shapes, indices, ops)."""
+    if fmt == "tflite":
+        from ai_edge_litert import schema_py_generated as schema
+
+        model = schema.Model.GetRootAsModel(data, 0)
+        ranges = []
+        for i in range(model.BuffersLength()):
+            buf = model.Buffers(i)
+            if buf.DataLength():
+                start = buf._tab.Vector(buf._tab.Offset(4))
+                ranges.append((start, start + buf.DataLength()))
+        return ranges
+    return _protobuf_ranges(data, 0, len(data), path=())
+
+
+def _protobuf_ranges(data: bytes, pos: int, end: int, path: tuple[int, ...]) -> list[tuple[int, int]]:
+    """raw_data/float_data of ONNX tensors (ModelProto.graph=7 > initializer=5 or node=1 > attribute=5 > t=5)."""
+    ranges: list[tuple[int, int]] = []
+    descend = {(): {7}, (7,): {1, 5}, (7, 1): {5}, (7, 1, 5): {5}}  # where tensors live
+    while pos < end:
+        key, pos = _varint(data, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            is_tensor = path in ((7,), (7, 1, 5)) and field == 5
+            if is_tensor:
+                for start, stop in _tensor_data(data, pos, pos + length):
+                    ranges.append((start, stop))
+            elif field in descend.get(path, set()):
+                ranges += _protobuf_ranges(data, pos, pos + length, (*path, field))
+            pos += length
+        else:
+            break
+    return ranges
+
+
+def _tensor_data(data: bytes, pos: int, end: int) -> list[tuple[int, int]]:
+    out = []
+    while pos < end:
+        key, pos = _varint(data, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 2:
+            length, pos = _varint(data, pos)
+            if field in (4, 9):  # float_data (packed), raw_data
+                out.append((pos, pos + length))
+            pos += length
+        elif wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            break
+    return out
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, pos
+
+
+def structure_positions(fmt: str, data: bytes) -> np.ndarray:
+    """Byte offsets outside the constant tensor data: where damage changes the graph, not the weights."""
+    mask = np.ones(len(data), bool)
+    for start, stop in weight_ranges(fmt, data):
+        mask[start:stop] = False
+    return np.flatnonzero(mask)
+
+
+def mutate(data: bytes, kind: str, rng: np.random.Generator, structure: np.ndarray | None = None) -> bytes:
+    """One damaged copy of ``data`` (``structure``: byte offsets of the non-weight part, for meta_* kinds)."""
     b = bytearray(data)
     n = len(b)
     if kind == "bitflip":
@@ -58,6 +144,14 @@ def mutate(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
         length = int(rng.integers(1, 33))
         chunk = rng.integers(0, 256, length, dtype=np.uint8).tobytes()
         b[start : start + length] = chunk[: len(b[start : start + length])]
+    elif kind == "meta_bitflip":
+        for _ in range(int(rng.integers(1, 5))):
+            i = int(rng.choice(structure))
+            b[i] ^= 1 << int(rng.integers(0, 8))
+    elif kind == "meta_int":
+        i = int(rng.choice(structure)) & ~3  # flatbuffer and most protobuf scalars sit on 4-byte boundaries
+        value = int(rng.choice(INTERESTING)) if rng.random() < 0.7 else int(rng.integers(0, 2**32))
+        b[i : i + 4] = value.to_bytes(4, "little")[: len(b[i : i + 4])]
     else:
         raise ValueError(kind)
     return bytes(b)
@@ -136,16 +230,19 @@ def fuzz(formats: list[str], count: int, seed: int, timeout: float, keep: Path |
     failed = 0
     with tempfile.TemporaryDirectory(prefix="edgepack-fuzz-") as tmp:
         for fmt in formats:
-            originals = [(name, (FIXTURES / name).read_bytes()) for name in SOURCES[fmt]]
+            originals = []
+            for name in SOURCES[fmt]:
+                data = (FIXTURES / name).read_bytes()
+                originals.append((name, data, structure_positions(fmt, data)))
             outcomes: collections.Counter[str] = collections.Counter()
             by_mutation: dict[str, collections.Counter[str]] = {m: collections.Counter() for m in MUTATIONS}
             reasons: collections.Counter[str] = collections.Counter()
             findings = []
             t0 = time.monotonic()
             for i in range(count):
-                name, data = originals[i % len(originals)]
+                name, data, structure = originals[i % len(originals)]
                 kind = MUTATIONS[(i // len(originals)) % len(MUTATIONS)]
-                damaged = mutate(data, kind, rng)
+                damaged = mutate(data, kind, rng, structure)
                 path = Path(tmp) / f"case{i}.{fmt}"
                 path.write_bytes(damaged)
                 outcome, message = run_case(path, images, timeout)

@@ -166,6 +166,13 @@ class Predictor:
             probs = np.concatenate([1.0 - probs, probs], axis=1)
         if not np.isfinite(probs).all():
             raise ModelLoadError(f"{self.path}: the model returned non-finite probabilities: the file is damaged")
+        # A damaged graph can still run and return numbers that are not probabilities (e.g. its input).
+        # Slack for int8 outputs: each value is off by up to half a quantization step.
+        step = out.quantization[0] if out.quantization else 0.0
+        value_slack, sum_slack = 1e-3 + step, 0.05 + min(step * out.n_outputs / 2, 0.25)
+        if probs.min() < -value_slack or probs.max() > 1 + value_slack or np.abs(probs.sum(1) - 1).max() > sum_slack:
+            raise ModelLoadError(f"{self.path}: the model returned values in [{probs.min():g}, {probs.max():g}] that "
+                                 f"are not {out.activation} probabilities: the file is damaged or not a classifier")  # fmt: skip
         return probs
 
 
@@ -335,6 +342,8 @@ def _quant(q: Any) -> tuple[float, int] | None:
     return scale, zero
 
 
-def _first_line(e: BaseException) -> str:
+def _first_line(e: BaseException, limit: int = 240) -> str:
+    """An engine's message as one line of reasonable length (LiteRT concatenates several without separators)."""
     text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    line = text.splitlines()[0] if text else type(e).__name__
+    return line if len(line) <= limit else line[: limit - 1] + "…"
