@@ -278,6 +278,8 @@ def _open_engine(fmt: str, content: bytes, threads: int | None, path: Path) -> E
         raise
     except ImportError as e:
         raise ModelLoadError(f"{path}: the {FORMAT_BACKEND[fmt]} engine is not installed ({_first_line(e)})") from e
+    except UnicodeDecodeError as e:  # onnxruntime's message quoted damaged bytes and could not be decoded
+        raise ModelLoadError(f"{path}: not a valid {fmt} model: {FORMAT_BACKEND[fmt]} rejected it") from e
     except Exception as e:  # noqa: BLE001 - any engine complaint about the file is a load error
         raise ModelLoadError(f"{path}: not a valid {fmt} model: {_first_line(e)}") from e
 
