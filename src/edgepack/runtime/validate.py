@@ -1,14 +1,44 @@
-"""Structural checks on a model file's bytes before any engine sees them.
+"""Checks on a model file's bytes before any engine sees them.
 
-Native engines trust their input more than a device should: a damaged file must raise ModelLoadError, not
-crash the process. These checks reject what the engines would choke on.
+What the engines already refuse safely (found by benchmarks/fuzz_runtime.py): LiteRT's Python interpreter
+builds through the flatbuffer verifier (VerifyAndBuildFromBuffer) and checks tensor/buffer/op indices, buffer
+sizes and quantization in Prepare; onnxruntime parses the protobuf and type/shape-checks the graph. What they
+do not refuse: a TFLite tensor whose shape was damaged to an enormous size. The interpreter then tries to
+allocate it (a bit flip turning 26 into 134 217 754 made it allocate ~14 GB and spin for minutes; on a device
+the out-of-memory killer ends the process). So the TFLite tensor table is read here with bounds-checked
+reads, and every tensor must have a sane rank and byte size. Pure Python: it cannot crash, only raise.
 """
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 from edgepack.errors import ModelLoadError
+
+MAX_TENSOR_BYTES = 256 << 20  # one tensor of a small edge CNN is a few MB at most
+MAX_TOTAL_TENSOR_BYTES = 1 << 30
+MAX_RANK = 8
+MAX_TENSORS = 100_000
+# TFLite TensorType -> bytes per element (schema.fbs); unknown types are refused by the interpreter itself.
+TFLITE_ITEMSIZE = {
+    0: 4,
+    1: 2,
+    2: 4,
+    3: 1,
+    4: 8,
+    5: 1,
+    6: 1,
+    7: 2,
+    8: 8,
+    9: 1,
+    10: 8,
+    11: 16,
+    12: 8,
+    15: 4,
+    16: 2,
+    17: 1,
+}
 
 
 def check(fmt: str, content: bytes, path: Path) -> None:
@@ -16,6 +46,99 @@ def check(fmt: str, content: bytes, path: Path) -> None:
     if fmt == "tflite":
         if len(content) < 8 or content[4:8] != b"TFL3":
             raise ModelLoadError(f"{path}: not a TFLite model (no TFL3 file identifier)")
+        try:
+            _check_tflite_tensors(_FlatBuffer(content))
+        except _Bad as e:
+            raise ModelLoadError(f"{path}: not a valid tflite model: {e}") from None
     elif fmt == "onnx":
         if len(content) < 16:
             raise ModelLoadError(f"{path}: not an ONNX model ({len(content)} bytes)")
+
+
+class _Bad(Exception):
+    pass
+
+
+class _FlatBuffer:
+    """Just enough of the flatbuffers wire format to walk tables and vectors, every read bounds-checked."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def _read(self, fmt: str, pos: int) -> int:
+        size = struct.calcsize(fmt)
+        if pos < 0 or pos + size > len(self.data):
+            raise _Bad(f"offset {pos} points outside the {len(self.data)}-byte file")
+        return struct.unpack_from(fmt, self.data, pos)[0]
+
+    def root(self) -> int:
+        return self._read("<I", 0)
+
+    def field(self, table: int, index: int) -> int | None:
+        """Position of field ``index`` of the table at ``table``, or None when absent."""
+        vtable = table - self._read("<i", table)
+        vsize = self._read("<H", vtable)
+        slot = 4 + 2 * index
+        if slot + 2 > vsize:
+            return None
+        offset = self._read("<H", vtable + slot)
+        return table + offset if offset else None
+
+    def deref(self, pos: int) -> int:
+        return pos + self._read("<I", pos)
+
+    def vector(self, table: int, index: int, item_size: int) -> tuple[int, int]:
+        """(start, length) of a vector field; (0, 0) when absent."""
+        pos = self.field(table, index)
+        if pos is None:
+            return 0, 0
+        vec = self.deref(pos)
+        n = self._read("<I", vec)
+        if vec + 4 + n * item_size > len(self.data):
+            raise _Bad(f"a vector of {n} items at offset {vec} runs past the end of the file")
+        return vec + 4, n
+
+    def tables(self, table: int, index: int) -> list[int]:
+        start, n = self.vector(table, index, 4)
+        return [self.deref(start + 4 * i) for i in range(n)]
+
+    def int32s(self, table: int, index: int) -> list[int]:
+        start, n = self.vector(table, index, 4)
+        return list(struct.unpack_from(f"<{n}i", self.data, start)) if n else []
+
+    def scalar(self, table: int, index: int, fmt: str, default: int) -> int:
+        pos = self.field(table, index)
+        return default if pos is None else self._read(fmt, pos)
+
+
+def _check_tflite_tensors(fb: _FlatBuffer) -> None:
+    model = fb.root()
+    version = fb.scalar(model, 0, "<I", 0)
+    if version != 3:
+        raise _Bad(f"schema version {version}: expected 3")
+    subgraphs = fb.tables(model, 2)
+    if not subgraphs:
+        raise _Bad("no subgraph in the model")
+    total = 0
+    for g, subgraph in enumerate(subgraphs):
+        tensors = fb.tables(subgraph, 0)
+        if len(tensors) > MAX_TENSORS:
+            raise _Bad(f"subgraph {g} has {len(tensors)} tensors: at most {MAX_TENSORS} allowed")
+        for t, tensor in enumerate(tensors):
+            for shape_field in (0, 7):  # shape, shape_signature
+                shape = fb.int32s(tensor, shape_field)
+                if len(shape) > MAX_RANK:
+                    raise _Bad(f"tensor {t} has rank {len(shape)}: at most {MAX_RANK} allowed")
+                lowest = -1 if shape_field == 7 else 0  # -1 = a dynamic dimension, only in shape_signature
+                if any(d < lowest for d in shape):
+                    raise _Bad(f"tensor {t} has shape {shape}: dimensions must be >= {lowest}")
+            elements = 1
+            for d in fb.int32s(tensor, 0):
+                elements *= d
+            nbytes = elements * TFLITE_ITEMSIZE.get(fb.scalar(tensor, 1, "<b", 0), 1)
+            if nbytes > MAX_TENSOR_BYTES:
+                raise _Bad(f"tensor {t} has shape {fb.int32s(tensor, 0)} ({nbytes} bytes): larger than the "
+                           f"{MAX_TENSOR_BYTES >> 20} MB a tensor may have")  # fmt: skip
+            total += nbytes
+    if total > MAX_TOTAL_TENSOR_BYTES:
+        raise _Bad(f"tensors of {total} bytes in all: more than the {MAX_TOTAL_TENSOR_BYTES >> 20} MB allowed")
