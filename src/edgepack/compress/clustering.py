@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgepack.compress._tfmot import tfmot
 from edgepack.compress.common import fine_tune, select_layers, wrap_layers
 from edgepack.data import Dataset
 from edgepack.recipe import CentroidInit, ClusterSettings
 from edgepack.tf import keras
-
-import tensorflow_model_optimization as tfmot  # noqa: E402,I001 - after edgepack.tf (Keras 2 switch)
 
 _INIT = {
     CentroidInit.KMEANS_PLUS_PLUS: "KMEANS_PLUS_PLUS",

@@ -10,13 +10,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from edgepack.compress._tfmot import tfmot
 from edgepack.compress.common import fine_tune, select_layers, steps_per_epoch, wrap_layers
 from edgepack.data import Dataset
 from edgepack.errors import ConfigError
 from edgepack.recipe import PruneSettings, Schedule
 from edgepack.tf import keras
-
-import tensorflow_model_optimization as tfmot  # noqa: E402,I001 - after edgepack.tf (Keras 2 switch)
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgepack.compress._tfmot import tfmot
 from edgepack.compress.common import fine_tune
 from edgepack.data import Dataset
 from edgepack.recipe import QATSettings
 from edgepack.tf import keras
-
-import tensorflow_model_optimization as tfmot  # noqa: E402,I001 - after edgepack.tf (Keras 2 switch)
 
 
 def qat_scheme(pruned: bool, clustered: bool, preserve: bool) -> tuple[str, Any]:

@@ -7,13 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgepack.compress._tfmot import tfmot
 from edgepack.errors import CheckFailed, ConfigError, ModelLoadError
 from edgepack.files import atomic_path
 from edgepack.manifest import Artifact, RunDir
 from edgepack.recipe import ClusterSettings, PruneSettings, QATSettings, to_plain
 from edgepack.tf import keras
-
-import tensorflow_model_optimization as tfmot  # noqa: E402,I001 - after edgepack.tf (Keras 2 switch)
 
 log = logging.getLogger(__name__)
 
