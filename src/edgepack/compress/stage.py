@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,9 @@ def save_keras(model: keras.Model, run: RunDir, name: str) -> str:
     rel = f"models/{name}.h5" if quantized else f"models/{name}.keras"
     with atomic_path(run.path / rel) as tmp:
         if quantized:
-            model.save(tmp, include_optimizer=False)
+            with warnings.catch_warnings():  # "HDF5 is legacy": known, and the only format that round-trips here
+                warnings.simplefilter("ignore", UserWarning)
+                model.save(tmp, include_optimizer=False)
         else:
             optimizer = model.optimizer
             model.optimizer = None
