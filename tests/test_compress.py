@@ -66,7 +66,9 @@ def test_prune_reaches_target_sparsity_in_stripped_saved_model(run_copy, schedul
     assert _sparsity(kernels, PRUNED_LAYERS) >= 0.79
     assert pruned.metrics["selected_sparsity"] == pytest.approx(_sparsity(kernels, PRUNED_LAYERS))
     assert pruned.metrics["nonzero_params"] < 0.3 * pruned.metrics["params"]
-    assert pruned.parent == "baseline" and pruned.stage == "prune" and pruned.path == "models/pruned.keras"
+    assert pruned.parent == "baseline"
+    assert pruned.stage == "prune"
+    assert pruned.path == "models/pruned.keras"
     # 800 training images leave less to recover from than mnist-5k (see the slow test for the 1-point budget)
     assert pruned.metrics["accuracy"] >= _baseline_accuracy(run_copy) - 0.05
     assert pruned.metrics["gzip_weights_bytes"] < 0.5 * pruned.metrics["weights_bytes"]
@@ -86,7 +88,8 @@ def test_pqat_keeps_sparsity_and_plain_qat_on_the_same_pruned_model_loses_it(run
     arts = _compress(run_copy, prune=PruneSettings(sparsity=0.8), qat=QATSettings())
 
     q = arts["qat"]
-    assert q.parent == "pruned" and q.settings["scheme"] == "PQAT"
+    assert q.parent == "pruned"
+    assert q.settings["scheme"] == "PQAT"
     _, qkernels = _saved_kernels(run_copy, q)  # reloaded: the QAT file round-trips through load_keras
     assert _sparsity(qkernels, PRUNED_LAYERS) >= 0.79
     pruned_model = load_keras(run_copy / arts["pruned"].path)
@@ -203,7 +206,8 @@ def test_bad_compress_input_exits_2_with_one_line_and_writes_nothing(run_copy, c
 
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert message in err and len(err.splitlines()) == 1
+    assert message in err
+    assert len(err.splitlines()) == 1
     assert _snapshot(run_copy) == before
 
 
@@ -216,7 +220,9 @@ def test_compress_without_a_trained_model_exits_2(tmp_path, capsys):
     code = main(["compress", str(run), "-q", "--prune", "0.8"])
 
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "no trained model found" in err and len(err.splitlines()) == 1
+    assert code == 2
+    assert "no trained model found" in err
+    assert len(err.splitlines()) == 1
     assert _snapshot(run) == before
 
 

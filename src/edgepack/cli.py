@@ -50,9 +50,7 @@ def _data_options(p: argparse.ArgumentParser, data_default: str | None = "mnist-
     g = p.add_argument_group("data")
     g.add_argument("--data", default=data_default, metavar="SPEC",
                    help="mnist-5k (embedded), a folder of class sub-folders, an .npz, or keras:mnist|fashion_mnist|cifar10")  # fmt: skip
-    g.add_argument(
-        "--image-size", type=int, help="resize images to SIZE x SIZE (default: the data's own, 28 for folders)"
-    )
+    g.add_argument("--image-size", type=int, help="resize images to SIZE x SIZE (default: the data's own, 28 for folders)")
     g.add_argument("--color", help="grayscale, rgb, or auto (default: grayscale unless the images are in colour)")
     g.add_argument("--test-split", type=float, help="test fraction when the data has no test split (default 0.2)")
     g.add_argument("--seed", type=int, help="seed for the split and training (default 0)")
