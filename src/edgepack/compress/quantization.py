@@ -50,4 +50,37 @@ def qat(
     history = fine_tune(qmodel, data, epochs=settings.epochs, learning_rate=settings.learning_rate,
                         batch_size=batch_size, description=f"quantization-aware training ({scheme})",
                         progress=progress)  # fmt: skip
+    if scheme in ("CQAT", "PCQAT"):
+        qmodel = as_default_qat(qmodel, model, data)
     return qmodel, {"scheme": scheme, "history": history}
+
+
+def as_default_qat(trained: keras.Model, float_model: keras.Model, data: Dataset) -> keras.Model:
+    """The same network as a default-8-bit QAT model, so it can be saved and loaded again.
+
+    A cluster-preserving quantizer builds its variables from the kernel values it is built on, so a reloaded
+    CQAT/PCQAT model (fresh kernels) expects other variables than the file holds and cannot be loaded. Its
+    training writes the clustered weights into the kernel and quantizes them with the default 8-bit
+    quantizer, so a default QAT model carrying the same kernels and ranges computes the same outputs;
+    checked here on test images.
+    """
+    import numpy as np
+
+    from edgepack.compress.common import as_float, copy_model
+
+    plain, _ = quantize(copy_model(float_model), pruned=False, clustered=False, preserve=False)
+    for target, source in zip(plain.layers, trained.layers, strict=True):
+        by_name = {_short(w.name, source.name): w for w in source.weights}
+        for w in target.weights:
+            w.assign(by_name[_short(w.name, target.name)])
+    x = as_float(data.x_test[:64], data.scale)
+    diff = float(np.abs(plain(x, training=False).numpy() - trained(x, training=False).numpy()).max())
+    if diff > 1e-4:
+        raise RuntimeError(f"cluster-preserving QAT model could not be re-expressed as default QAT (max |diff| {diff})")
+    return plain
+
+
+def _short(name: str, layer: str) -> str:
+    """A variable's name within its layer ("quantize_layer_1/quantize_layer_1_min:0" -> "min")."""
+    short = name.split("/")[-1].split(":")[0]
+    return short[len(layer) + 1 :] if short.startswith(layer + "_") else short
