@@ -21,8 +21,11 @@ from edgepack import __version__
 from edgepack.errors import ConfigError, EdgepackError
 from edgepack.recipe import (
     BenchSettings,
+    ClusterSettings,
     DataSettings,
     ExportSettings,
+    PruneSettings,
+    QATSettings,
     Recipe,
     TrainSettings,
 )
@@ -274,6 +277,55 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compress_settings(
+    args: argparse.Namespace,
+) -> tuple[PruneSettings | None, ClusterSettings | None, QATSettings | None]:
+    """The steps `edgepack compress` runs, checked before anything is loaded."""
+    layers = tuple(n.strip() for n in args.layers.split(",") if n.strip()) if args.layers is not None else None
+    if layers is not None and not layers:
+        raise ConfigError("--layers: got an empty list; give layer names separated by commas")
+    epochs = {"epochs": args.epochs} if args.epochs is not None else {}
+    prune = cluster = qat = None
+    if args.prune is not None or args.m_by_n is not None:
+        given = _given(args, sparsity="prune", schedule="schedule", m_by_n="m_by_n")
+        prune = PruneSettings(**given, layers=layers, **epochs)
+    elif args.schedule is not None:
+        raise ConfigError("--schedule: only applies with --prune S")
+    if args.cluster is not None:
+        cluster = ClusterSettings(**_given(args, clusters="cluster", init="cluster_init"), layers=layers, **epochs)
+    elif args.cluster_init is not None:
+        raise ConfigError("--cluster-init: only applies with --cluster K")
+    if args.qat or args.no_preserve:
+        qat = QATSettings(preserve=not args.no_preserve, **epochs)
+    if layers is not None and prune is None and cluster is None:
+        raise ConfigError("--layers: only applies with --prune, --m-by-n or --cluster")
+    if prune is None and cluster is None and qat is None:
+        raise ConfigError("compress: nothing to do; give --prune S, --m-by-n 2:4, --cluster K and/or --qat")
+    return prune, cluster, qat
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from edgepack.manifest import RunDir
+
+    prune, cluster, qat = _compress_settings(args)
+    run = RunDir.open(args.dir)
+    from edgepack.compress import compress_stage
+    from edgepack.pipeline import summarize
+
+    compress_stage(run, prune=prune, cluster=cluster, qat=qat, progress=not args.quiet)
+    summary = summarize(RunDir.open(args.dir))
+    lines = [f"run directory: {summary['run_dir']}"]
+    for a in RunDir.open(args.dir).artifacts:
+        m = a.metrics
+        if a.stage not in ("train", "prune", "cluster", "qat"):
+            continue
+        unique = f" max unique/kernel {m['max_unique_values']}" if a.stage == "cluster" else ""
+        lines.append(f"  {a.name:<10} test accuracy {m.get('accuracy', float('nan')):.4f}  sparsity "
+                     f"{m.get('selected_sparsity', m.get('sparsity', 0.0)):.4f}  gzip {m.get('gzip_bytes', 0)} B{unique}")  # fmt: skip
+    _emit(args, summary, "\n".join(lines))
+    return 0
+
+
 def _summary_text(summary: dict[str, Any]) -> str:
     lines = [f"run directory: {summary['run_dir']}"]
     for row in summary["artifacts"]:
@@ -383,6 +435,31 @@ def _add_info(sub: Any, name: str) -> None:
     _common(p)
 
 
+def _add_compress(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="prune, cluster and/or quantization-aware train a run's model",
+                       description="Prune -> cluster -> QAT the baseline of run directory DIR (in that order, each "
+                       "from the previous one); models are saved stripped under DIR/models as pruned, clustered, qat. "
+                       "Exit 1 if a step misses its target (sparsity, clusters).")  # fmt: skip
+    p.add_argument("dir", metavar="DIR", help="a run directory made by `edgepack train` or `edgepack run`")
+    p.add_argument("--prune", type=float, metavar="S", help="magnitude pruning to sparsity S in [0, 1), e.g. 0.8")
+    p.add_argument("--schedule", help="polynomial (default, ramps up) or constant")
+    p.add_argument("--m-by-n", dest="m_by_n", metavar="M:N", help="structured sparsity instead of a target: 2:4")
+    p.add_argument("--cluster", type=int, metavar="K", help="weight clustering with K centroids per kernel (2..256)")
+    p.add_argument("--cluster-init", dest="cluster_init", help="centroid initialization: kmeans++ (default), linear, "
+                   "density, random")  # fmt: skip
+    p.add_argument("--qat", action="store_true", help="quantization-aware training (prune-/cluster-preserving when "
+                   "the model was pruned/clustered)")  # fmt: skip
+    p.add_argument(
+        "--no-preserve",
+        dest="no_preserve",
+        action="store_true",
+        help="plain QAT even after pruning/clustering (loses the sparsity; for comparison)",
+    )
+    p.add_argument("--layers", metavar="A,B", help="layers to prune/cluster (default: every Conv2D and Dense)")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs of each step (default: prune 2, cluster 1, qat 1)")
+    _common(p)
+
+
 COMMANDS: dict[str, tuple[Callable[[Any, str], None], Callable[[argparse.Namespace], int]]] = {
     "run": (_add_run, cmd_run),
     "train": (_add_train, cmd_train),
@@ -391,6 +468,7 @@ COMMANDS: dict[str, tuple[Callable[[Any, str], None], Callable[[argparse.Namespa
     "export": (_add_export, cmd_export),
     "info": (_add_info, cmd_info),
     "predict": (_add_predict, cmd_predict),
+    "compress": (_add_compress, cmd_compress),
 }
 
 

@@ -12,7 +12,7 @@ from edgepack.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
-ALL_STAGES = ("train", "export")
+ALL_STAGES = ("train", "compress", "export")
 
 
 def run_pipeline(
@@ -35,6 +35,11 @@ def run_pipeline(
         if data.skipped_files:
             log.warning("skipped %d files that are not readable images", data.skipped_files)
         train_stage(run, data, recipe.train, progress=progress)
+    if "compress" in stages and (recipe.prune or recipe.cluster or recipe.qat):
+        from edgepack.compress import compress_stage
+
+        run = RunDir.open(out)
+        compress_stage(run, prune=recipe.prune, cluster=recipe.cluster, qat=recipe.qat, progress=progress)
     if "export" in stages:  # after compression: exports every model the run holds, through the parity gate
         from edgepack.export import export_stage, parity_report
 

@@ -167,7 +167,7 @@ class PruneSettings:
     layers: tuple[str, ...] | None = None  # None: every Conv2D and Dense layer
     epochs: int = 2  # fine-tuning epochs; begin/end step and frequency are derived from these
     initial_sparsity: float = 0.0
-    learning_rate: float = 1e-4
+    learning_rate: float = 5e-4  # 1e-4 recovers too little in 2 epochs on small data (800 images: -22 points)
 
     def __post_init__(self) -> None:
         _fraction(self.sparsity, "--prune", 0.0, 1.0)

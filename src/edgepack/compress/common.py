@@ -1,0 +1,76 @@
+"""Shared by the compression steps: which layers to work on, copying a model, and fine-tuning it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from edgepack.data import Dataset
+from edgepack.errors import ConfigError
+from edgepack.tf import keras
+from edgepack.train.fit import RichProgress, to_float
+from edgepack.train.model import compile_model
+
+DEFAULT_KINDS = (keras.layers.Conv2D, keras.layers.Dense)
+
+
+def weighted_layers(model: keras.Model) -> list[str]:
+    """Names of the layers that carry a kernel (what can be pruned or clustered)."""
+    return [layer.name for layer in model.layers if hasattr(layer, "kernel")]
+
+
+def select_layers(model: keras.Model, names: tuple[str, ...] | None, what: str = "--layers") -> tuple[str, ...]:
+    """The layers a step works on: the named ones (checked), or every Conv2D and Dense layer."""
+    if names is None:
+        return tuple(layer.name for layer in model.layers if isinstance(layer, DEFAULT_KINDS))
+    known = weighted_layers(model)
+    for name in names:
+        if name not in known:
+            raise ConfigError(f"{what}: unknown layer {name!r}; layers with weights: {', '.join(known)}")
+    if not names:
+        raise ConfigError(f"{what}: got an empty list; layers with weights: {', '.join(known)}")
+    return tuple(dict.fromkeys(names))
+
+
+def copy_model(model: keras.Model) -> keras.Model:
+    """A new model with the same architecture and weights, so a step never changes its input."""
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def wrap_layers(model: keras.Model, names: tuple[str, ...], wrap: Callable) -> keras.Model:
+    """A copy of ``model`` with ``wrap(layer)`` applied to the layers named in ``names``."""
+    source = copy_model(model)
+    return keras.models.clone_model(source, clone_function=lambda layer: wrap(layer) if layer.name in names else layer)
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    return -(-n_train // batch_size)
+
+
+def fine_tune(
+    model: keras.Model,
+    data: Dataset,
+    *,
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    description: str,
+    callbacks: list | None = None,
+    progress: bool = True,
+) -> dict[str, list[float]]:
+    """Compile with the training loss and fit on the run's training split; returns the history."""
+    compile_model(model, data.n_classes, learning_rate)
+    callbacks = list(callbacks or [])
+    if progress:
+        callbacks.append(RichProgress(description, steps_per_epoch(len(data.y_train), batch_size), epochs))
+    x = to_float(data.x_train, data.scale)
+    history = model.fit(x, data.y_train, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
+                        callbacks=callbacks)  # fmt: skip
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def as_float(x: np.ndarray, scale: float) -> np.ndarray:
+    return to_float(x, scale) if x.dtype == np.uint8 else x.astype(np.float32)
