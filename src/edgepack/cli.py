@@ -120,10 +120,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe = Recipe.from_toml(args.recipe) if args.recipe else Recipe.default()
     recipe = _replace(recipe, {"data": _data_settings(args, recipe.data), "train": _train_settings(args, recipe.train)})
     out = args.out or f"runs/run-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    from edgepack.pipeline import ALL_STAGES
+
+    stages = ALL_STAGES
+    if args.stages is not None:
+        stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+        unknown = [s for s in stages if s not in ALL_STAGES]
+        if unknown or "train" not in stages:
+            raise ConfigError(f"--stages {args.stages}: " + (f"unknown stage {unknown[0]!r}; " if unknown else
+                              "train is required; ") + f"choose from {','.join(ALL_STAGES)}")  # fmt: skip
     RunDir.check_target(out, args.force)
     from edgepack.pipeline import run_pipeline
 
-    run, summary = run_pipeline(recipe, out, force=args.force, progress=not args.quiet)
+    run, summary = run_pipeline(recipe, out, force=args.force, progress=not args.quiet, stages=stages)
     _emit(args, summary, _summary_text(summary))
     return 0
 
@@ -345,6 +354,8 @@ def _add_run(sub: Any, name: str) -> None:
     _train_options(p)
     p.add_argument("--out", metavar="DIR", help="the new run directory (default runs/run-DATE-TIME)")
     p.add_argument("--force", action="store_true", help="replace DIR if it is an existing edgepack run")
+    p.add_argument("--stages", help="comma list of the stages to run, in pipeline order (default "
+                   "train,compress,export,bench,report)")  # fmt: skip
     _common(p)
 
 

@@ -239,7 +239,7 @@ class ExportSettings:
 class BenchSettings:
     """The benchmark matrix: runtimes x threads x batch sizes, and how long each window runs."""
 
-    runtimes: tuple[Runtime, ...] = (Runtime.ONNXRUNTIME, Runtime.LITERT)
+    runtimes: tuple[Runtime, ...] | None = None  # None: every runtime installed (keras only with TensorFlow)
     threads: tuple[int, ...] = (1, 2)
     batch: tuple[int, ...] = (1, 32)
     min_time: float = 0.5  # seconds per timing window
@@ -247,7 +247,8 @@ class BenchSettings:
     label: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "runtimes", _enum_tuple(self.runtimes, Runtime, "--runtimes"))
+        if self.runtimes is not None:
+            object.__setattr__(self, "runtimes", _enum_tuple(self.runtimes, Runtime, "--runtimes"))
         object.__setattr__(self, "threads", _int_tuple(self.threads, "--threads"))
         object.__setattr__(self, "batch", _int_tuple(self.batch, "--batch"))
         _check(isinstance(self.min_time, int | float) and self.min_time > 0,
