@@ -127,6 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _emit(args, summary, _summary_text(summary))
     return 0
 
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -372,6 +373,7 @@ def _add_run(sub: Any, name: str) -> None:
     p.add_argument("--out", metavar="DIR", help="the new run directory (default runs/run-DATE-TIME)")
     p.add_argument("--force", action="store_true", help="replace DIR if it is an existing edgepack run")
     _common(p)
+
 
 def _add_predict(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="classify image files with an exported model (lean runtime, no TensorFlow)",
