@@ -224,7 +224,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from edgepack.manifest import RunDir
 
     given = _given(args, formats="formats", precisions="precisions", opset="opset",
-                   calibration_samples="calibration_samples", calibration="calibration")  # fmt: skip
+                   calibration_samples="calibration_samples", calibration="calibration",
+                   int8_layers="int8_layers", quant_format="quant_format",
+                   int8_activations="int8_activations")  # fmt: skip
+    if args.no_fold_transposes:
+        given["fold_transposes"] = False
     settings = _replace(ExportSettings(), {**given, "allow_parity_failure": args.allow_parity_failure})
     run = RunDir.open(args.dir)
     from edgepack.export import export_stage, parity_report, plan, verify_stage
@@ -412,6 +416,13 @@ def _add_export(sub: Any, name: str) -> None:
     p.add_argument("--opset", type=int, help="ONNX opset, 13 to 18 (default 17)")
     p.add_argument("--calibration-samples", type=int, help="training images used to calibrate int8 (default 200)")
     p.add_argument("--calibration", help="ONNX static int8 calibration: minmax, entropy, percentile (default minmax)")
+    p.add_argument("--int8-layers", help="ONNX int8: auto (a node stays fp32 where ORT's profile on this machine "
+                   "shows int8 slower) or all (default auto)")  # fmt: skip
+    p.add_argument("--quant-format", help="ONNX int8 form: qdq or qoperator (default qdq)")
+    p.add_argument("--int8-activations", help="ONNX int8 activations: auto (by the CPU: uint8 with VNNI, else int8), "
+                   "int8 or uint8 (default auto)")  # fmt: skip
+    p.add_argument("--no-fold-transposes", action="store_true",
+                   help="keep the Transpose before Flatten in ONNX files (default: folded into the Dense weights)")  # fmt: skip
     p.add_argument("--allow-parity-failure", action="store_true",
                    help="keep files that fail the parity gate (recorded in the manifest) and exit 0")  # fmt: skip
     p.add_argument("--verify-only", action="store_true", help="rerun the parity gate on the existing exports")

@@ -63,6 +63,7 @@ class Predictor:
         self.path = path
         self.format = fmt
         self.backend = engine.backend
+        self.delegate = getattr(engine, "delegate", engine.backend)  # which kernels run the graph
         self.input_spec = input_spec
         self.output_spec = output_spec
         self.labels = labels
