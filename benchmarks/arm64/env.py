@@ -26,11 +26,12 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".arm64"
@@ -273,4 +274,6 @@ if __name__ == "__main__":
     for cpu in built.roots:
         t = time.perf_counter()
         out = built.run(cpu, ["-c", smoke], capture_output=True, text=True)
-        print(f"{cpu:14s} exit {out.returncode} {time.perf_counter() - t:5.1f}s {out.stdout.strip()} {out.stderr.strip()[-300:]}")
+        print(
+            f"{cpu:14s} exit {out.returncode} {time.perf_counter() - t:5.1f}s {out.stdout.strip()} {out.stderr.strip()[-300:]}"
+        )
