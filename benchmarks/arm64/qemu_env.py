@@ -42,6 +42,8 @@ QEMU = "qemu-aarch64-static"
 CPUS = ("cortex-a53", "neoverse-n1", "max,sme=off")
 SUITE = "bookworm"  # its python3 is 3.11, which the wheels below target
 PYTHON_VERSION = "3.11"
+PYTHON_WRAPPER = "usr/bin/python3-qemu"
+CPU_ROOT_LAYOUT = 2  # bump when build_cpu_root writes something new, so cached roots are rebuilt
 DEB_PACKAGES = ("python3", "libstdc++6")  # numpy's import needs libstdc++
 APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 EXTRA_WHEELS = ("pytest",)  # to run the runtime's own tests under emulation
@@ -186,7 +188,7 @@ def build_site(cache: Path, requirements: Sequence[str], log: Log = _log) -> Pat
 
 
 def build_cpu_root(cache: Path, rootfs: Path, cpu: str, qemu: str, log: Log = _log) -> Path:
-    final = cache / f"cpu-{_key(rootfs.name, qemu)}" / cpu_dirname(cpu)
+    final = cache / f"cpu-{_key(rootfs.name, qemu, CPU_ROOT_LAYOUT)}" / cpu_dirname(cpu)
 
     def fill(tmp: Path) -> None:
         tmp.rmdir()
@@ -200,6 +202,12 @@ def build_cpu_root(cache: Path, rootfs: Path, cpu: str, qemu: str, log: Log = _l
             raise RuntimeError(f"generating /proc/cpuinfo under -cpu {cpu} failed: {proc.stderr.strip()[-400:]}")
         (tmp / "proc").mkdir(exist_ok=True)
         (tmp / "proc/cpuinfo").write_text(proc.stdout, encoding="utf-8")
+        # Without binfmt_misc an emulated process cannot exec an arm64 binary. The guest's sys.executable is
+        # made to be this host shell script (QEMU_ARGV0), which starts the child under qemu with the inherited
+        # QEMU_CPU / QEMU_LD_PREFIX: tests and `edgepack bench` that spawn `sys.executable` then work.
+        wrapper = tmp / PYTHON_WRAPPER
+        wrapper.write_text(f'#!/bin/sh\nexec {shutil.which(QEMU)} "{final}/usr/bin/python3" "$@"\n', encoding="utf-8")
+        wrapper.chmod(0o755)
         features = next(ln for ln in proc.stdout.splitlines() if ln.startswith("Features")).split(":", 1)[1]
         log(f"-cpu {cpu}: {len(features.split())} features ({_interesting(features)})")
 
@@ -225,6 +233,7 @@ def _guest_env(root: Path, cpu: str, pythonpath: Sequence[Path]) -> dict[str, st
     env = {
         "QEMU_CPU": cpu,  # always pinned: see CPUS
         "QEMU_LD_PREFIX": str(root),
+        "QEMU_ARGV0": str(root / PYTHON_WRAPPER),  # the guest's sys.executable: see build_cpu_root
         "EDGEPACK_EMULATED": "1",  # edgepack.machine.is_emulated() marks results from this run
         "PATH": "/usr/bin:/bin",
         "HOME": os.environ.get("HOME", "/root"),
