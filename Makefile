@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all bench lint arm64-check clean
+.PHONY: demo test test-all bench lint arm64-check lean-check fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,23 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+
+# The base install alone (no extras, no TensorFlow) in its own environment: the runtime's tests (including the
+# CI-sized fuzz run), `edgepack predict` agreement, no-TensorFlow import check, environment size and cold starts.
+LEAN       := .venv-lean
+LEAN_TESTS ?= tests/test_runtime.py
+lean-check:
+	test -x $(LEAN)/bin/python || $(PYTHON) -m venv $(LEAN)
+	$(LEAN)/bin/python -m pip install --quiet --upgrade pip
+	$(LEAN)/bin/python -m pip install --quiet .
+	$(LEAN)/bin/python -m pip install --quiet 'pytest>=8'  # the test runner only; not part of the install
+	$(LEAN)/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow') is not None)"
+	$(LEAN)/bin/python -m pytest -m lean -q -p no:cacheprovider $(LEAN_TESTS)
+	$(LEAN)/bin/python benchmarks/lean_check.py
+
+# The full fuzz run (2000 damaged copies per format); CI runs 200 per format inside tests/test_runtime.py.
+fuzz: $(STAMP)
+	$(BIN)/python benchmarks/fuzz_runtime.py --count 2000
 
 clean:
 	rm -rf runs build *.egg-info src/*.egg-info

@@ -125,6 +125,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     _emit(args, summary, _summary_text(summary))
     return 0
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from edgepack.runtime import BACKENDS, load
+    from edgepack.runtime.images import load_images
+
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k {args.top_k}: expected a whole number >= 1")
+    if args.backend not in BACKENDS:
+        raise ConfigError(f"--backend {args.backend}: unknown backend; choose from {', '.join(BACKENDS)}")
+    with load(args.model, backend=args.backend, threads=args.threads, verify=not args.no_verify) as predictor:
+        x = load_images(args.images, predictor.input_spec)
+        probs = predictor.predict(x)
+        labels = predictor.labels
+    k = min(args.top_k, len(labels))
+    rows = []
+    for image, p in zip(args.images, probs, strict=True):
+        top = np.argsort(-p, kind="stable")[:k]
+        rows.append({"image": str(image), "label": labels[int(top[0])], "index": int(top[0]),
+                     "top": [{"label": labels[int(i)], "index": int(i), "probability": float(p[i])} for i in top],
+                     "probabilities": [float(v) for v in p]})  # fmt: skip
+    result = {"model": str(predictor.path), "bundle": str(predictor.bundle_path) if predictor.bundle_path else None,
+              "format": predictor.format, "precision": predictor.precision, "backend": predictor.backend,
+              "input": f"{predictor.input_spec.describe()} {predictor.input_spec.dtype}", "labels": list(labels),
+              "predictions": rows}  # fmt: skip
+    text = "\n".join(
+        f"{r['image']}: " + ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top"]) for r in rows
+    )
+    _emit(args, result, text)
+    return 0
+
 
 def _summary_text(summary: dict[str, Any]) -> str:
     lines = [f"run directory: {summary['run_dir']}"]
@@ -169,10 +200,24 @@ def _add_run(sub: Any, name: str) -> None:
     p.add_argument("--force", action="store_true", help="replace DIR if it is an existing edgepack run")
     _common(p)
 
+def _add_predict(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="classify image files with an exported model (lean runtime, no TensorFlow)",
+                       description="Load MODEL (.onnx, .tflite, or a bundle .json; a model file uses its sibling "
+                       "NAME.json bundle when there is one), convert each IMAGE to the model's input (size, "
+                       "grayscale/rgb) and print the top-k labels with probabilities.")  # fmt: skip
+    p.add_argument("model", metavar="MODEL|BUNDLE", help="an exported .onnx / .tflite file or its bundle .json")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files Pillow can read")
+    p.add_argument("--top-k", type=int, default=3, metavar="K", help="labels shown per image (default 3)")
+    p.add_argument("--backend", default="auto", help="auto (by format), onnxruntime or litert (default auto)")
+    p.add_argument("--threads", type=int, help="engine threads (default: the engine's own)")
+    p.add_argument("--no-verify", action="store_true", help="skip the bundle's sha256 check of the model file")
+    _common(p)
+
 
 COMMANDS: dict[str, tuple[Callable[[Any, str], None], Callable[[argparse.Namespace], int]]] = {
     "run": (_add_run, cmd_run),
     "train": (_add_train, cmd_train),
+    "predict": (_add_predict, cmd_predict),
 }
 
 

@@ -55,7 +55,9 @@ class OrtEngine:
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(content, sess_options=options, providers=["CPUExecutionProvider"])
+        # enable_fallback=0: no retry, and no "EP Error" banner printed to stdout when a file is rejected
+        self._session = ort.InferenceSession(content, sess_options=options, providers=["CPUExecutionProvider"],
+                                             enable_fallback=0)  # fmt: skip
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or not outputs:
             raise ValueError(f"{len(inputs)} inputs and {len(outputs)} outputs: expected one image input and an output")

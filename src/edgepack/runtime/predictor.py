@@ -83,8 +83,8 @@ class Predictor:
 
     def predict(self, x: Any) -> np.ndarray:
         """Probabilities (N, n_classes) for uint8 images or floats in [0, 1]: one (H, W, C) image or a batch."""
-        raw = self._run(self.prepare(x))
-        return self._postprocess(raw)
+        inp = self.prepare(x)
+        return self._postprocess(self._run(inp), len(inp))
 
     # -- benchmarking hooks: prepare once, time only the engine call --------------------------------
 
@@ -94,10 +94,11 @@ class Predictor:
         x = np.asarray(x)
         if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
             raise ValueError(f"input dtype {x.dtype}: expected uint8 images (0-255) or floats in [0, 1]")
+        given = tuple(x.shape)
         if x.ndim == 3:
             x = x[None]
         if x.ndim != 4 or tuple(x.shape[1:]) != spec.shape:
-            raise ValueError(f"input shape {tuple(x.shape)}: expected {spec.shape} for one image or "
+            raise ValueError(f"input shape {given}: expected {spec.shape} for one image or "
                              f"(N, {', '.join(map(str, spec.shape))}) for a batch")  # fmt: skip
         if x.shape[0] == 0:
             raise ValueError(f"empty batch (0 images): expected at least one {spec.shape} image")
@@ -105,7 +106,9 @@ class Predictor:
             xf = x.astype(np.float32) * np.float32(spec.scale)
         else:
             if not np.isfinite(x).all():
-                raise ValueError(f"input has {int((~np.isfinite(x)).sum())} NaN or infinite values: expected floats in [0, 1]")
+                raise ValueError(
+                    f"input has {int((~np.isfinite(x)).sum())} NaN or infinite values: expected floats in [0, 1]"
+                )
             lo, hi = float(x.min()), float(x.max())
             if lo < 0.0 or hi > 1.0:
                 raise ValueError(f"input values in [{lo:g}, {hi:g}]: expected floats in [0, 1] (or uint8 images 0-255)")
@@ -148,15 +151,17 @@ class Predictor:
         except Exception as e:  # noqa: BLE001 - the input was checked: an engine failure means a bad model
             raise ModelLoadError(f"{self.path}: {self.backend} failed to run the model: {_first_line(e)}") from e
 
-    def _postprocess(self, raw: np.ndarray) -> np.ndarray:
+    def _postprocess(self, raw: np.ndarray, n: int) -> np.ndarray:
         out = self.output_spec
-        raw = np.asarray(raw).reshape(raw.shape[0], -1)
+        raw = np.asarray(raw)
+        if raw.ndim < 1 or raw.shape[0] != n or raw.size != n * out.n_outputs:
+            raise ModelLoadError(f"{self.path}: the model returned shape {raw.shape} for {n} images, expected "
+                                 f"({n}, {out.n_outputs}): the file is damaged")  # fmt: skip
+        raw = raw.reshape(n, out.n_outputs)
         if out.quantization is not None:
             qscale, zero = out.quantization
             raw = (raw.astype(np.float32) - np.float32(zero)) * np.float32(qscale)
         probs = raw.astype(np.float32, copy=False)
-        if probs.shape[1] != out.n_outputs:
-            raise ModelLoadError(f"{self.path}: the model returned {probs.shape[1]} values per image, expected {out.n_outputs}")
         if out.activation == "sigmoid":
             probs = np.concatenate([1.0 - probs, probs], axis=1)
         if not np.isfinite(probs).all():
@@ -283,7 +288,9 @@ def _specs(engine: Engine, bundle: dict[str, Any] | None, path: Path) -> tuple[I
     if engine.input_dtype not in ("float32", "int8", "uint8"):
         raise ModelLoadError(f"{path}: model input dtype {engine.input_dtype}: expected float32, int8 or uint8")
     if b_in.get("dtype") not in (None, engine.input_dtype):
-        raise ModelLoadError(f"{path}: bundle says input dtype {b_in['dtype']}, the model file has {engine.input_dtype}")
+        raise ModelLoadError(
+            f"{path}: bundle says input dtype {b_in['dtype']}, the model file has {engine.input_dtype}"
+        )
     in_q = engine.input_quantization or _quant(b_in.get("quantization"))
     if engine.input_dtype != "float32" and in_q is None:
         raise ModelLoadError(f"{path}: {engine.input_dtype} input without quantization parameters")
@@ -296,7 +303,9 @@ def _specs(engine: Engine, bundle: dict[str, Any] | None, path: Path) -> tuple[I
         raise ModelLoadError(f"{path}: model output shape {engine.output_shape}: expected [N, n_classes]")
     activation = b_out.get("activation") or ("sigmoid" if n_out == 1 else "softmax")
     if activation not in ("softmax", "sigmoid") or (activation == "sigmoid") != (n_out == 1):
-        raise ModelLoadError(f"{path}: output activation '{activation}' with {n_out} outputs: expected sigmoid with 1 or softmax with 2 or more")
+        raise ModelLoadError(
+            f"{path}: output activation '{activation}' with {n_out} outputs: expected sigmoid with 1 or softmax with 2 or more"
+        )
     if engine.output_dtype not in ("float32", "int8", "uint8"):
         raise ModelLoadError(f"{path}: model output dtype {engine.output_dtype}: expected float32, int8 or uint8")
     out_q = engine.output_quantization or _quant(b_out.get("quantization"))

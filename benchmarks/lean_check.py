@@ -1,0 +1,136 @@
+"""Acceptance figures of the lean install: no TensorFlow, environment size, cold start, `edgepack predict`.
+
+Run with the lean environment's own Python (made by `make lean-check`: `pip install .` without extras):
+
+    .venv-lean/bin/python benchmarks/lean_check.py [--repeats 7] [--json]
+
+Checks (exit 1 if one fails): importing edgepack.runtime and predicting leaves tensorflow out of sys.modules;
+`edgepack predict --json` on PNGs of the fixture eval images agrees with the Keras reference probabilities
+(>= 99% of labels for fp32 files, >= 98% for int8). Reports, against the goals (not gates: the engines alone
+exceed the size goal): the environment's size (goal <= 120 MB) and the cold start per format, a fresh process
+doing import + load + first prediction (goal <= 250 ms, median of --repeats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FIX = ROOT / "tests" / "fixtures" / "runtime"
+MODELS = ["digits-tflite-fp32", "digits-tflite-int8", "digits-onnx-fp32", "digits-onnx-int8"]
+AGREEMENT_GOAL = {"fp32": 0.99, "int8": 0.98}
+SIZE_GOAL_MB, COLD_GOAL_MS = 120, 250
+
+COLD = """
+import time
+t0 = time.perf_counter()
+import numpy as np
+import edgepack.runtime
+t1 = time.perf_counter()
+p = edgepack.runtime.load({path!r})
+t2 = time.perf_counter()
+p.predict(np.zeros(p.input_spec.shape, np.uint8))
+t3 = time.perf_counter()
+import sys
+print(t1 - t0, t2 - t1, t3 - t2, int("tensorflow" in sys.modules))
+"""
+
+
+def cold_start(path: Path, repeats: int) -> dict:
+    """Median ms of import / load / first prediction / total in a fresh process, and the process wall time."""
+    import time
+
+    rows, walls = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, "-c", COLD.format(path=str(path))], capture_output=True, text=True, check=True
+        )
+        walls.append(time.perf_counter() - t)
+        rows.append([float(v) for v in out.stdout.split()])
+    med = [statistics.median(r[i] for r in rows) * 1000 for i in range(3)]
+    totals = [sum(r[:3]) * 1000 for r in rows]
+    return {"import_ms": round(med[0], 1), "load_ms": round(med[1], 1), "first_predict_ms": round(med[2], 1),
+            "cold_start_ms": round(statistics.median(totals), 1), "process_wall_ms": round(statistics.median(walls) * 1000, 1),
+            "tensorflow_imported": any(r[3] for r in rows), "repeats": repeats}  # fmt: skip
+
+
+def env_size_mb() -> float:
+    total = 0
+    for dirpath, _, files in os.walk(sys.prefix):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            if not os.path.islink(p):
+                total += os.path.getsize(p)
+    return round(total / 2**20, 1)
+
+
+def predict_agreement(name: str, tmp: Path) -> dict:
+    from PIL import Image
+
+    ev = np.load(FIX / "eval.npz")
+    paths = []
+    for i, img in enumerate(ev["x"]):
+        paths.append(str(tmp / f"{i}.png"))
+        Image.fromarray(img[..., 0]).save(paths[-1])
+    edgepack = Path(sys.executable).parent / "edgepack"
+    out = subprocess.run([str(edgepack), "predict", str(FIX / f"{name}.json"), *paths, "--json"],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    rows = json.loads(out.stdout)["predictions"]
+    got = np.array([r["index"] for r in rows])
+    agreement = float((got == ev["keras_probs"].argmax(1)).mean())
+    return {"n": len(rows), "agreement": agreement, "goal": AGREEMENT_GOAL[name.rsplit("-", 1)[1]]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=7, help="fresh processes per format for the cold start median")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    report: dict = {"python": sys.executable, "env_size_mb": env_size_mb(), "size_goal_mb": SIZE_GOAL_MB,
+                    "cold_goal_ms": COLD_GOAL_MS, "models": {}}  # fmt: skip
+    try:
+        import tensorflow  # noqa: F401
+
+        report["tensorflow_installed"] = True
+    except ImportError:
+        report["tensorflow_installed"] = False
+    failed = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in MODELS:
+            row = {
+                "cold": cold_start(FIX / f"{name}.json", args.repeats),
+                "predict": predict_agreement(name, Path(tmp)),
+            }
+            report["models"][name] = row
+            if row["cold"]["tensorflow_imported"]:
+                failed.append(f"{name}: tensorflow imported")
+            if row["predict"]["agreement"] < row["predict"]["goal"]:
+                failed.append(f"{name}: agreement {row['predict']['agreement']:.3f} < {row['predict']['goal']}")
+    report["failed"] = failed
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"environment {sys.prefix}: {report['env_size_mb']} MB (goal <= {SIZE_GOAL_MB} MB); "
+              f"tensorflow installed: {report['tensorflow_installed']}")  # fmt: skip
+        for name, row in report["models"].items():
+            c, p = row["cold"], row["predict"]
+            print(f"  {name:<20} cold start {c['cold_start_ms']:6.1f} ms (import {c['import_ms']:.1f} + load "
+                  f"{c['load_ms']:.1f} + first predict {c['first_predict_ms']:.1f}; process {c['process_wall_ms']:.0f} ms; "
+                  f"goal <= {COLD_GOAL_MS})  predict agreement {p['agreement']:.3f} on {p['n']} (goal >= {p['goal']})  "
+                  f"tensorflow imported: {c['tensorflow_imported']}")  # fmt: skip
+        print("FAILED: " + "; ".join(failed) if failed else "lean check passed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

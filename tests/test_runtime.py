@@ -1,0 +1,340 @@
+"""The lean runtime on the committed fixture models (tests/fixtures/runtime, made by make_runtime_fixtures.py).
+
+Everything here needs only the base install (marked ``lean``): `make lean-check` runs it in a virtual
+environment without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgepack.errors import ConfigError, DataError, ModelLoadError
+from edgepack.runtime import load
+
+pytestmark = pytest.mark.lean
+
+ROOT = Path(__file__).resolve().parents[1]
+FIX = Path(__file__).parent / "fixtures" / "runtime"
+DIGITS = ["digits-tflite-fp32", "digits-tflite-int8", "digits-onnx-fp32", "digits-onnx-int8"]
+BINARY = ["binary-tflite-int8", "binary-onnx-fp32"]
+
+
+def _eval(name: str):
+    return np.load(FIX / ("eval-binary.npz" if name.startswith("binary") else "eval.npz"))
+
+
+def _model_file(name: str) -> Path:
+    return FIX / f"{name}.{'tflite' if '-tflite-' in name else 'onnx'}"
+
+
+def _bare_copy(name: str, tmp_path: Path) -> Path:
+    """The model file alone in a folder: no bundle beside it."""
+    dst = tmp_path / _model_file(name).name
+    shutil.copy(_model_file(name), dst)
+    return dst
+
+
+# -- predictions -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", DIGITS + BINARY)
+def test_predict_agrees_with_keras_reference_on_fixture_eval_set(name):
+    ev = _eval(name)
+    with load(FIX / f"{name}.json") as p:
+        probs = p.predict(ev["x"])
+    keras = ev["keras_probs"]
+    assert probs.shape == keras.shape
+    assert probs.dtype == np.float32
+    agreement = (probs.argmax(1) == keras.argmax(1)).mean()
+    if name.endswith("fp32"):
+        assert np.abs(probs - keras).max() < 1e-5
+        assert agreement == 1.0
+    else:
+        assert np.abs(probs - keras).max() < 0.1
+        assert agreement >= 0.98
+
+
+@pytest.mark.parametrize("name", BINARY)
+def test_sigmoid_head_gives_two_columns_that_sum_to_one(name):
+    ev = _eval(name)
+    with load(FIX / f"{name}.json") as p:
+        probs = p.predict(ev["x"][:8])
+        assert p.labels == ("zero", "one")
+    assert probs.shape == (8, 2)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
+
+
+def test_bare_model_file_uses_its_sibling_bundle():
+    with load(FIX / "binary-tflite-int8.tflite") as p:
+        assert p.bundle_path == FIX / "binary-tflite-int8.json"
+        assert p.labels == ("zero", "one")
+        assert p.precision == "int8"
+
+
+@pytest.mark.parametrize("name", ["digits-tflite-int8", "digits-onnx-fp32"])
+def test_bare_model_without_bundle_predicts_the_same_with_numbered_labels(name, tmp_path):
+    x = _eval(name)["x"][:16]
+    with load(FIX / f"{name}.json") as with_bundle, load(_bare_copy(name, tmp_path)) as bare:
+        assert bare.bundle is None
+        assert bare.labels == tuple(str(i) for i in range(10))
+        np.testing.assert_array_equal(bare.predict(x), with_bundle.predict(x))
+
+
+@pytest.mark.parametrize("name", ["digits-tflite-fp32", "digits-tflite-int8", "digits-onnx-int8"])
+def test_one_image_uint8_batch_and_float_inputs_give_the_same_probabilities(name):
+    x = _eval(name)["x"][:5]
+    with load(FIX / f"{name}.json") as p:
+        batch = p.predict(x)
+        one = p.predict(x[2])
+        floats = p.predict(x.astype(np.float32) / np.float32(255))
+    assert one.shape == (1, 10)
+    np.testing.assert_allclose(one[0], batch[2], atol=1e-6)
+    np.testing.assert_allclose(floats, batch, atol=1e-6)
+
+
+def test_prepare_quantizes_uint8_pixels_to_the_int8_input_and_run_prepared_is_the_raw_output():
+    x = _eval("digits-tflite-int8")["x"][:3]
+    with load(FIX / "digits-tflite-int8.json") as p:
+        assert p.input_spec.dtype == "int8"
+        inp = p.prepare(x)
+        raw = p.run_prepared(inp)
+        probs = p.predict(x)
+    # scale 1/255, zero point -128: pixel u becomes u - 128
+    np.testing.assert_array_equal(inp, (x.astype(np.int16) - 128).astype(np.int8))
+    assert raw.dtype == np.int8
+    np.testing.assert_allclose(probs, (raw.astype(np.float32) + 128) * 0.00390625, atol=1e-7)
+
+
+def test_input_spec_describes_size_colour_and_preprocessing():
+    with load(FIX / "binary-onnx-fp32.json") as p:
+        spec = p.input_spec
+    assert (spec.shape, spec.color, spec.dtype, spec.layout) == ((16, 16, 3), "rgb", "float32", "NHWC")
+    assert spec.scale == pytest.approx(1 / 255)
+
+
+def test_import_leaves_tensorflow_and_training_code_out_of_sys_modules():
+    code = (
+        "import sys, numpy as np\n"
+        "import edgepack.runtime as rt\n"
+        f"for f in ({str(FIX / 'digits-tflite-int8.json')!r}, {str(FIX / 'digits-onnx-fp32.json')!r}):\n"
+        "    rt.load(f).predict(np.zeros((28, 28, 1), np.uint8))\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras', 'tf2onnx', 'onnx')\n"
+        "             or m.startswith(('edgepack.train', 'edgepack.compress', 'edgepack.export', 'edgepack.tf', 'edgepack.data')))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+# -- bad input: one line saying what was expected ------------------------------------------------
+
+
+def _one_line(e: pytest.ExceptionInfo) -> str:
+    text = str(e.value)
+    assert "\n" not in text
+    return text
+
+
+def test_missing_file_raises_model_load_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="not found") as e:
+        load(tmp_path / "nothing.tflite")
+    _one_line(e)
+
+
+@pytest.mark.parametrize(("file_name", "content"), [
+    ("fake.tflite", b"this is not a flatbuffer at all, just text" * 10),
+    ("fake.onnx", bytes(range(256)) * 4),
+    ("eval.npz", b"PK\x03\x04 whatever"),
+    ("empty.onnx", b""),
+    ("bundle.json", b"{not json"),
+])  # fmt: skip
+def test_not_a_model_raises_model_load_error(tmp_path, file_name, content):
+    path = tmp_path / file_name
+    path.write_bytes(content)
+    with pytest.raises(ModelLoadError) as e:
+        load(path)
+    assert "not" in _one_line(e)
+
+
+def test_sha256_mismatch_is_refused_before_loading_and_verify_false_skips_the_check(tmp_path):
+    for f in ("digits-onnx-fp32.json", "digits-onnx-fp32.onnx"):
+        shutil.copy(FIX / f, tmp_path / f)
+    bundle = json.loads((tmp_path / "digits-onnx-fp32.json").read_text())
+    bundle["sha256"] = "0" * 64
+    (tmp_path / "digits-onnx-fp32.json").write_text(json.dumps(bundle))
+    with pytest.raises(ModelLoadError, match="sha256 mismatch") as e:
+        load(tmp_path / "digits-onnx-fp32.json")
+    _one_line(e)
+    with load(tmp_path / "digits-onnx-fp32.json", verify=False) as p:
+        assert p.predict(np.zeros((28, 28, 1), np.uint8)).shape == (1, 10)
+
+
+def test_damaged_model_file_behind_a_bundle_is_refused_by_sha256(tmp_path):
+    for f in ("digits-tflite-int8.json", "digits-tflite-int8.tflite"):
+        shutil.copy(FIX / f, tmp_path / f)
+    data = bytearray((tmp_path / "digits-tflite-int8.tflite").read_bytes())
+    data[len(data) // 2] ^= 0x10
+    (tmp_path / "digits-tflite-int8.tflite").write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="sha256 mismatch"):
+        load(tmp_path / "digits-tflite-int8.tflite")
+
+
+@pytest.mark.parametrize(("x", "match"), [
+    (np.zeros((27, 28, 1), np.uint8), r"input shape \(27, 28, 1\): expected \(28, 28, 1\)"),
+    (np.zeros((2, 28, 28, 3), np.uint8), r"input shape \(2, 28, 28, 3\): expected"),
+    (np.zeros((28, 28), np.uint8), r"input shape \(28, 28\): expected"),
+    (np.zeros((0, 28, 28, 1), np.uint8), r"empty batch"),
+    (np.zeros((28, 28, 1), np.int64), r"input dtype int64: expected uint8 images \(0-255\) or floats in \[0, 1\]"),
+    (np.zeros((28, 28, 1), bool), r"input dtype bool: expected"),
+    (np.full((28, 28, 1), np.nan, np.float32), r"NaN or infinite values: expected floats in \[0, 1\]"),
+    (np.full((28, 28, 1), 255.0, np.float32), r"input values in \[255, 255\]: expected floats in \[0, 1\]"),
+    (np.full((28, 28, 1), -0.5, np.float64), r"input values in \[-0.5, -0.5\]: expected floats in \[0, 1\]"),
+])  # fmt: skip
+@pytest.mark.parametrize("name", ["digits-tflite-int8", "digits-onnx-fp32"])
+def test_bad_input_raises_value_error_saying_what_was_expected(name, x, match):
+    with load(FIX / f"{name}.json") as p:
+        with pytest.raises(ValueError, match=match) as e:
+            p.predict(x)
+    _one_line(e)
+
+
+def test_unknown_backend_threads_or_mismatched_backend_raise_config_error():
+    with pytest.raises(ConfigError, match="choose from auto, onnxruntime, litert"):
+        load(FIX / "digits-onnx-fp32.json", backend="tensorrt")
+    with pytest.raises(ConfigError, match="cannot run a .onnx file; choose onnxruntime or auto"):
+        load(FIX / "digits-onnx-fp32.json", backend="litert")
+    with pytest.raises(ConfigError, match="threads 0"):
+        load(FIX / "digits-onnx-fp32.json", threads=0)
+
+
+def test_closed_predictor_refuses_to_predict():
+    p = load(FIX / "digits-tflite-fp32.json")
+    p.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        p.predict(np.zeros((28, 28, 1), np.uint8))
+
+
+# -- threads ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["digits-tflite-int8", "digits-onnx-fp32"])
+def test_eight_threads_times_1000_predictions_give_exactly_the_sequential_results(name):
+    x = _eval(name)["x"]
+    n_threads, per_thread = 8, 1000
+
+    def job(t: int, i: int) -> tuple[int, int]:  # varied batch sizes also exercise the LiteRT resize
+        size = 1 + (t + i) % 3
+        start = (t * 7 + i) % (len(x) - size)
+        return start, size
+
+    with load(FIX / f"{name}.json", threads=1) as p:
+        expected = {(s, n): p.predict(x[s : s + n]) for s in range(len(x)) for n in (1, 2, 3) if s + n <= len(x)}
+        mismatches = [0] * n_threads
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(n_threads)
+
+        def worker(t: int) -> None:
+            try:
+                barrier.wait()
+                for i in range(per_thread):
+                    s, n = job(t, i)
+                    if not np.array_equal(p.predict(x[s : s + n]), expected[(s, n)]):
+                        mismatches[t] += 1
+            except BaseException as e:  # noqa: BLE001 - reported by the assert below
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    assert errors == []
+    assert mismatches == [0] * n_threads
+
+
+# -- the predict command ---------------------------------------------------------------------------
+
+
+def _write_pngs(x: np.ndarray, folder: Path) -> list[str]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, img in enumerate(x):
+        path = folder / f"img{i}.png"
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(path)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.mark.parametrize("name", ["digits-tflite-int8", "digits-onnx-int8", "binary-onnx-fp32"])
+def test_predict_command_json_matches_the_predictor_on_the_same_images(name, tmp_path, capsys):
+    from edgepack.cli import main
+
+    x = _eval(name)["x"][:6]
+    paths = _write_pngs(x, tmp_path / "images")
+    assert main(["predict", str(FIX / f"{name}.json"), *paths, "--json", "--top-k", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    with load(FIX / f"{name}.json") as p:
+        expected = p.predict(x)
+    got = np.array([row["probabilities"] for row in out["predictions"]], dtype=np.float32)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert [row["label"] for row in out["predictions"]] == [p.labels[i] for i in expected.argmax(1)]
+    assert all(len(row["top"]) == 2 for row in out["predictions"])
+
+
+def test_predict_command_converts_colour_and_size_to_the_model_input(tmp_path, capsys):
+    """A 28x28 grayscale digit given to the 16x16 RGB model is resized and made RGB, not refused."""
+    from edgepack.cli import main
+
+    paths = _write_pngs(_eval("digits-onnx-fp32")["x"][:2], tmp_path / "images")
+    assert main(["predict", str(FIX / "binary-onnx-fp32.json"), *paths]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    assert all(("zero" in line and "one" in line) for line in lines)
+
+
+def test_predict_command_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    from edgepack.cli import main
+
+    paths = _write_pngs(_eval("digits-onnx-fp32")["x"][:1], tmp_path)
+    (tmp_path / "notes.txt").write_text("not an image")
+    cases = [
+        ["predict", str(tmp_path / "missing.onnx"), *paths],
+        ["predict", str(FIX / "digits-onnx-fp32.json"), str(tmp_path / "missing.png")],
+        ["predict", str(FIX / "digits-onnx-fp32.json"), str(tmp_path / "notes.txt")],
+        ["predict", str(FIX / "digits-onnx-fp32.json"), *paths, "--top-k", "0"],
+        ["predict", str(FIX / "digits-onnx-fp32.json"), *paths, "--backend", "tvm"],
+    ]
+    for argv in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("edgepack: error:")
+        assert len(err.splitlines()) == 1
+    assert DataError  # the image errors are DataError (exit 2)
+
+
+# -- corrupt files: the CI-sized fuzz run ----------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="the fuzz harness forks a child per case")
+def test_ci_sized_fuzz_run_has_no_crashes_and_only_model_load_errors():
+    """200 damaged copies per format, each loaded in a child: 0 crashes, hangs or other exceptions."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fuzz_runtime.py"), "--count", "200", "--seed", "1",
+                          "--json", "--quiet"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    summary = json.loads(out.stdout)
+    assert summary["failures"] == 0, summary
+    for fmt in ("tflite", "onnx"):
+        outcomes = summary["formats"][fmt]["outcomes"]
+        assert sum(outcomes.values()) == 200
+        assert set(outcomes) <= {"ok", "load_error"}
+        assert outcomes.get("load_error", 0) > 100  # the damage is real: most copies are refused
+    assert out.returncode == 0
