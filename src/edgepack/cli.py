@@ -157,6 +157,77 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+
+    base = BenchSettings()
+    settings = _replace(base, _given(args, threads="threads", batch="batch", min_time="min_time",
+                                     windows="windows", label="label"))  # fmt: skip
+    runtimes = None
+    if args.runtimes is not None:
+        runtimes = BenchSettings(runtimes=args.runtimes).runtimes  # validates the names
+    inputs = [str(p) for p in args.inputs]
+    for item in inputs:  # fail before any measuring, write nothing
+        if not Path(item).exists():
+            raise ConfigError(f"{item}: no such run directory or model file")
+    out = Path(args.out) if args.out else (Path(inputs[0]) / "bench" / "results.json" if Path(inputs[0]).is_dir() else None)
+    from edgepack.bench.core import resolve_runtimes, run_bench
+    from edgepack.files import atomic_write_json
+
+    names = resolve_runtimes(runtimes)
+    say = (lambda msg: None) if args.quiet or args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    results = run_bench(inputs, settings, names, progress=say)
+    if out is not None:
+        atomic_write_json(out, results)
+    if args.json:
+        print(json.dumps(results, indent=2, default=str))
+    else:
+        from edgepack.bench.report import build_blocks, to_markdown
+
+        print(to_markdown(build_blocks([results], plots=False)))
+        if out is not None:
+            print(f"results: {out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from edgepack.bench.report import build_blocks, load_results, plot_slug, recommend, to_html, to_markdown
+    from edgepack.files import atomic_write_bytes, atomic_write_text
+
+    if args.max_accuracy_drop < 0:
+        raise ConfigError(f"--max-accuracy-drop: got {args.max_accuracy_drop}; expected points >= 0")
+    results = load_results([str(p) for p in args.inputs])
+    run_dir = Path(args.inputs[0]) if len(args.inputs) == 1 and Path(args.inputs[0]).is_dir() else None
+    blocks = build_blocks(results, args.max_accuracy_drop, plots=bool(args.html or run_dir))
+    plot_files: dict[str, str] = {}
+    if run_dir is not None:  # a run directory keeps its plots as files too: DIR/plots/*.png
+        for b in blocks:
+            if b[0] == "img":
+                rel = f"plots/{plot_slug(b[1])}"
+                atomic_write_bytes(run_dir / rel, b[2])
+                plot_files[b[1]] = rel
+    md = to_markdown(blocks, plot_files)
+    if args.html:
+        page = to_html(blocks)
+        target = Path(args.out) if args.out else (run_dir / "report.html" if run_dir else None)
+        if target is None:
+            raise ConfigError("--html with results.json files: give --out FILE.html for the page")
+        atomic_write_text(target, page)
+        if run_dir is not None:
+            atomic_write_text(run_dir / "report.md", md)
+    elif args.out:
+        atomic_write_text(args.out, md)
+    elif run_dir is not None:
+        atomic_write_text(run_dir / "report.md", md)
+    if args.json:
+        recs = [recommend(r["results"], args.max_accuracy_drop) for r in results]
+        print(json.dumps({"recommended": [r.row and {"artifact": r.row["artifact"], "runtime": r.row["runtime"]}
+                                          for r in recs]}, indent=2))  # fmt: skip
+    else:
+        print(md)
+    within = all(recommend(r["results"], args.max_accuracy_drop).row is not None for r in results)
+    return 0 if within else 1
+
+
 def _summary_text(summary: dict[str, Any]) -> str:
     lines = [f"run directory: {summary['run_dir']}"]
     for row in summary["artifacts"]:
@@ -214,10 +285,43 @@ def _add_predict(sub: Any, name: str) -> None:
     _common(p)
 
 
+def _add_bench(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="latency, accuracy, memory and the compute floor for every file x runtime",
+                       description="Benchmark every exported file of a run directory (or the given model files) in "
+                       "onnxruntime / LiteRT, plus Keras reference rows when TensorFlow is installed. Writes "
+                       "DIR/bench/results.json (or --out) and prints a summary.")  # fmt: skip
+    p.add_argument("inputs", nargs="+", metavar="DIR|MODEL", help="a run directory, .onnx, .tflite or bundle .json")
+    p.add_argument("--runtimes", help="comma list of onnxruntime, litert, keras (default: all that are installed)")
+    p.add_argument("--threads", help="comma list of engine thread counts (default 1,2)")
+    p.add_argument("--batch", help="comma list of batch sizes (default 1,32)")
+    p.add_argument("--min-time", type=float, help="seconds per timing window (default 0.5)")
+    p.add_argument("--windows", type=int, help="timing windows; the median is reported (default 5)")
+    p.add_argument("--label", help="a name for this machine in reports (default: the host name)")
+    p.add_argument("--out", metavar="FILE", help="results.json path (default DIR/bench/results.json)")
+    _common(p)
+
+
+def _add_report(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="Markdown/HTML report from results.json; several = a cross-machine comparison",
+                       description="Markdown on stdout (and DIR/report.md); --html writes a self-contained page with "
+                       "plots. Exit 1 when no file is within --max-accuracy-drop.")  # fmt: skip
+    p.add_argument("inputs", nargs="+", metavar="DIR|results.json", help="run directories or results.json files")
+    p.add_argument("--html", action="store_true", help="also write the HTML page (DIR/report.html or --out)")
+    p.add_argument("--out", metavar="FILE", help="where to write the HTML page (with --html) or the Markdown")
+    p.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="POINTS",
+                   help="accuracy budget for the recommended file, in points below the best float model (default 1.0)")  # fmt: skip
+    _common(p)
+
+
 COMMANDS: dict[str, tuple[Callable[[Any, str], None], Callable[[argparse.Namespace], int]]] = {
     "run": (_add_run, cmd_run),
     "train": (_add_train, cmd_train),
+<<<<<<< ours
     "predict": (_add_predict, cmd_predict),
+=======
+    "bench": (_add_bench, cmd_bench),
+    "report": (_add_report, cmd_report),
+>>>>>>> theirs
 }
 
 

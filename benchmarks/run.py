@@ -1,0 +1,155 @@
+"""The benchmark matrix behind `make bench`.
+
+Trains, compresses and exports a fresh run on the embedded mnist-5k data (`edgepack run`, the default recipe), then
+benchmarks every artifact x {onnxruntime for .onnx, LiteRT for .tflite, Keras for the .keras models} x threads
+{1, 2} x batch {1, 32}, and writes
+
+    benchmarks/results/<machine>.json   the results.json (machine block, compute floor, one row per measurement)
+    benchmarks/results/<machine>.md     the Markdown report
+
+and refreshes the README's results table (between the `bench-results` markers) from it.
+
+    python benchmarks/run.py                      # the whole matrix (make bench)
+    python benchmarks/run.py --run runs/demo      # benchmark an existing run directory, no training
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # works from a plain checkout too
+
+from edgepack.bench.core import resolve_runtimes, run_bench  # noqa: E402
+from edgepack.bench.report import _acc, _num, build_blocks, headline_figures, headline_rows, recommend, to_markdown  # noqa: E402
+from edgepack.files import atomic_write_json, atomic_write_text  # noqa: E402
+from edgepack.machine import cpu_model  # noqa: E402
+from edgepack.manifest import RunDir  # noqa: E402
+from edgepack.recipe import BenchSettings  # noqa: E402
+
+README_START = "<!-- bench-results:start -->"
+README_END = "<!-- bench-results:end -->"
+
+
+def default_label() -> str:
+    """A stable file name for this kind of machine, e.g. x86_64-amd-epyc-2c (host names change per container)."""
+    import os
+
+    cpu = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")[:40] or "cpu"
+    return f"{platform.machine()}-{cpu}-{os.cpu_count()}c"
+
+
+def edgepack(*args: str) -> None:
+    """Run an edgepack command; a failed check (exit 1: parity gate, accuracy budget) still leaves files to
+    benchmark, and the report shows the verdict, so only bad input or a crash stops the matrix."""
+    cmd = [sys.executable, "-m", "edgepack", *args]
+    print("+ edgepack " + " ".join(args), flush=True)
+    env = dict(__import__("os").environ)
+    env["PYTHONPATH"] = str(ROOT / "src") + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    code = subprocess.run(cmd, env=env).returncode
+    if code == 1:
+        print(f"edgepack {args[0]} reported a failed check (exit 1); benchmarking what it wrote", flush=True)
+    elif code != 0:
+        raise SystemExit(f"edgepack {args[0]} failed with exit {code}")
+
+
+def make_run(out: Path) -> None:
+    """A fresh run: the default recipe through whatever stages `edgepack run` has; export if it did not."""
+    edgepack("run", "--data", "mnist-5k", "--out", str(out), "--force", "-q")
+    run = RunDir.open(out)
+    if not run.find(stage="export"):
+        edgepack("export", str(out), "-q")
+
+
+def readme_table(results: dict, max_drop: float) -> str:
+    """The README's table: every deployable file and the Keras reference at batch 1, one thread."""
+    head, batch, threads = headline_rows(results["results"])
+    rec = recommend(results["results"], max_drop)
+    m = results["machine"]
+    lines = [
+        f"Measured by `make bench` on {m['cpu_model']} ({m['arch']}, {m['cores']} cores, "
+        f"{', '.join(m.get('isa', []))}); batch {batch}, {threads} thread; onnxruntime "
+        f"{m['libraries'].get('onnxruntime', '?')}, ai-edge-litert {m['libraries'].get('ai-edge-litert', '?')}. "
+        f"Compute floor: fp32 {results['floor']['fp32_macs_per_s'] / 1e9:.1f} GMAC/s, "
+        f"int8 {results['floor']['int8_macs_per_s'] / 1e9:.1f} GMAC/s on one core.",
+        "",
+        "| file | runtime | precision | accuracy | p50 | p99 | × floor | gzip | cold start | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(head, key=lambda r: r["latency_us"]["p50"]):
+        name = f"{r['artifact']} `{r['call']}`" if r["format"] == "keras" else r["artifact"]
+        star = " **(recommended)**" if rec.row is r else ""
+        lines.append(
+            f"| {name}{star} | {r['runtime']} | {r['precision']} | "
+            f"{_acc(r['accuracy'])} | {r['latency_us']['p50']:.1f} µs | "
+            f"{r['latency_us']['p99']:.1f} µs | {_num(r['floor_ratio'], '{:.2f}')} | "
+            f"{r['gzip_bytes'] / 1024:.1f} KB | {r['cold_start_ms']:.0f} ms | {r['peak_rss_mb']:.0f} MB |"
+        )
+    return "\n".join(lines)
+
+
+def update_readme(table: str, source: str) -> bool:
+    readme = ROOT / "README.md"
+    if not readme.is_file():
+        return False
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        return False
+    before, rest = text.split(README_START, 1)
+    _, after = rest.split(README_END, 1)
+    block = f"{README_START}\n<!-- written by benchmarks/run.py from {source} -->\n{table}\n{README_END}"
+    atomic_write_text(readme, before + block + after)
+    return True
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", type=Path, help="benchmark this existing run directory instead of making a fresh one")
+    p.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "bench-mnist-5k", help="where the fresh run goes")
+    p.add_argument("--label", help="machine name for the results file (default: arch-cpu-cores)")
+    p.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--batch", default="1,32")
+    p.add_argument("--min-time", type=float, default=0.3, help="seconds per timing window (default 0.3)")
+    p.add_argument("--windows", type=int, default=5, help="timing windows per row; the median is reported")
+    p.add_argument("--max-accuracy-drop", type=float, default=1.0)
+    p.add_argument("--no-readme", action="store_true", help="do not touch README.md")
+    args = p.parse_args()
+
+    start = time.perf_counter()
+    label = args.label or default_label()
+    settings = BenchSettings(threads=args.threads, batch=args.batch, min_time=args.min_time, windows=args.windows,
+                             label=label)  # fmt: skip
+    run_dir = args.run
+    if run_dir is None:
+        run_dir = args.run_dir
+        make_run(run_dir)
+    prepared = time.perf_counter() - start
+    results = run_bench([str(run_dir)], settings, resolve_runtimes(None), progress=lambda m: print(m, flush=True))
+    results["make_bench"] = {"seconds_total": round(time.perf_counter() - start, 1),
+                             "seconds_train_compress_export": round(prepared, 1), "run_dir": str(run_dir)}  # fmt: skip
+    results["headline_figures"] = headline_figures(results["results"], args.max_accuracy_drop)
+    out_json = args.results_dir / f"{label}.json"
+    out_md = args.results_dir / f"{label}.md"
+    atomic_write_json(out_json, results)
+    atomic_write_json(Path(run_dir) / "bench" / "results.json", results)
+    atomic_write_text(out_md, to_markdown(build_blocks([results], args.max_accuracy_drop, plots=False)))
+    table = readme_table(results, args.max_accuracy_drop)
+    rel = out_json.relative_to(ROOT) if out_json.is_relative_to(ROOT) else out_json
+    if not args.no_readme and not update_readme(table, str(rel)):
+        print(f"README.md has no {README_START} ... {README_END} markers: table not written there")
+    print(table)
+    print(json.dumps(results["headline_figures"], indent=2))
+    print(f"\nwrote {out_json} and {out_md} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

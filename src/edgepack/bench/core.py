@@ -1,0 +1,304 @@
+"""`edgepack bench`: every artifact x runtime x threads x batch, measured the same way, into results.json.
+
+For each exported file (and, when TensorFlow is installed, each Keras model as a reference): latency through
+``time_call`` with the engine built once; accuracy on ``export/eval.npz`` in that runtime; cold start and peak RSS
+in a fresh process; size, gzip size, parameters, multiply-adds, sparsity; and the compute floor measured in the
+same run, so every row says how far it is from what this machine can do.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.util
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack import __version__
+from edgepack.errors import ConfigError, ModelLoadError
+from edgepack.files import gzip_size
+from edgepack.machine import machine_info
+from edgepack.recipe import BenchSettings, Runtime
+
+log = logging.getLogger(__name__)
+
+FORMAT_RUNTIMES = {"onnx": ("onnxruntime",), "tflite": ("litert",), "keras": ("keras",)}
+PARITY_KEYS = ("passed", "max_abs_diff", "top1_agreement")
+
+
+@dataclass
+class Target:
+    """One file to benchmark, with what the manifest or bundle knows about it."""
+
+    name: str
+    path: Path  # what the runtime loads: the bundle .json when there is one, else the model file
+    file: Path  # the model file itself (size, hash, MACs)
+    format: str
+    precision: str
+    source: str | None = None
+    parity: dict[str, Any] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    eval_npz: Path | None = None
+
+
+# -- what to benchmark ---------------------------------------------------------------------------------------------
+
+
+def targets_from_run(run_path: Path) -> list[Target]:
+    """Every export (tflite/onnx) and Keras model a run directory's manifest lists."""
+    from edgepack.manifest import RunDir
+
+    run = RunDir.open(run_path)
+    by_name = {a.name: a for a in run.artifacts}
+    eval_npz = run.path / "export" / "eval.npz"
+    targets = []
+    for a in run.artifacts:
+        if a.format not in FORMAT_RUNTIMES or (a.format != "keras" and a.stage != "export"):
+            continue
+        file = run.file(a)
+        if not file.is_file():
+            raise ModelLoadError(f"run directory {run.path}: {a.path} is listed in the manifest but missing")
+        bundle = file.with_suffix(".json")
+        metrics = dict(a.metrics)
+        parent = by_name.get(a.parent or "")
+        for key in ("params", "nonzero_params", "sparsity", "macs"):  # exports inherit the source model's counts
+            if key not in metrics and parent is not None and key in parent.metrics:
+                metrics[key] = parent.metrics[key]
+        parity = a.parity
+        if parity is None and bundle.is_file():
+            parity = json.loads(bundle.read_text()).get("parity")
+        targets.append(Target(a.name, bundle if bundle.is_file() and a.format != "keras" else file, file, a.format,
+                              a.precision, a.parent, parity, metrics, eval_npz if eval_npz.is_file() else None))  # fmt: skip
+    if not targets:
+        raise ConfigError(
+            f"run directory {run.path}: no exported or Keras models to benchmark; run `edgepack export` first"
+        )
+    return targets
+
+
+def target_from_file(path: Path) -> Target:
+    """A bare .onnx / .tflite or a bundle .json; eval.npz beside it is used for accuracy."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file; expected a run directory, a .onnx, .tflite or bundle .json")
+    bundle: dict[str, Any] = {}
+    file = path
+    if path.suffix == ".json":
+        bundle = json.loads(path.read_text())
+        file = path.parent / bundle.get("file", "")
+    elif path.with_suffix(".json").is_file():
+        bundle = json.loads(path.with_suffix(".json").read_text())
+    fmt = bundle.get("format") or {".onnx": "onnx", ".tflite": "tflite", ".keras": "keras"}.get(file.suffix)
+    if fmt is None:
+        raise ConfigError(
+            f"{path}: unknown model type '{file.suffix}'; expected .onnx, .tflite, .keras or a bundle .json"
+        )
+    eval_npz = file.parent / "eval.npz"
+    precision = bundle.get("precision") or "unknown"
+    return Target(file.stem, path, file, fmt, precision, (bundle.get("source") or {}).get("artifact"),
+                  bundle.get("parity"), {}, eval_npz if eval_npz.is_file() else None)  # fmt: skip
+
+
+def collect_targets(inputs: list[str]) -> list[Target]:
+    targets: list[Target] = []
+    for item in inputs:
+        p = Path(item)
+        targets.extend(targets_from_run(p) if p.is_dir() else [target_from_file(p)])
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):  # several runs: keep rows apart by prefixing the folder
+        for t in targets:
+            t.name = (
+                f"{t.file.parent.parent.name}/{t.name}" if t.file.parent.name in ("export", "models") else str(t.file)
+            )
+    return targets
+
+
+def keras_available() -> bool:
+    return importlib.util.find_spec("tensorflow") is not None and importlib.util.find_spec("tf_keras") is not None
+
+
+def resolve_runtimes(runtimes: tuple[Runtime, ...] | None) -> tuple[str, ...]:
+    """The --runtimes list; by default both lean runtimes, plus Keras reference rows when TensorFlow is installed."""
+    if runtimes is None:
+        return ("onnxruntime", "litert") + (("keras",) if keras_available() else ())
+    names = tuple(r.value for r in runtimes)
+    if "keras" in names and not keras_available():
+        raise ConfigError("--runtimes keras: TensorFlow and tf_keras are not installed; install edgepack[train] or drop keras")  # fmt: skip
+    return names
+
+
+# -- measuring ------------------------------------------------------------------------------------------------------
+
+
+def _eval_set(target: Target) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if target.eval_npz is None:
+        return None, None
+    with np.load(target.eval_npz) as d:
+        return d["x"], d["y"].astype(np.int64)
+
+
+def _batch_of(x: np.ndarray, batch: int) -> np.ndarray:
+    """The first ``batch`` eval images (repeated when the set is smaller): real inputs, not zeros."""
+    return np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])))
+
+
+def _accuracy(pred: Any, x: np.ndarray, y: np.ndarray, chunk: int = 256) -> float:
+    hits = 0
+    for i in range(0, len(x), chunk):
+        hits += int((pred.predict(x[i : i + chunk]).argmax(axis=1) == y[i : i + chunk]).sum())
+    return hits / len(x)
+
+
+def _base_row(t: Target, runtime: str) -> dict[str, Any]:
+    m = t.metrics
+    parity = {k: (t.parity or {}).get(k) for k in PARITY_KEYS} if t.parity else None
+    return {
+        "artifact": t.name, "path": str(t.file), "format": t.format, "precision": t.precision, "runtime": runtime,
+        "source": t.source, "size_bytes": t.file.stat().st_size if t.file.is_file() else m.get("size_bytes"),
+        "gzip_bytes": gzip_size(t.file) if t.file.is_file() else m.get("gzip_bytes"),
+        "params": m.get("params"), "nonzero_params": m.get("nonzero_params"), "sparsity": m.get("sparsity"),
+        "macs": m.get("macs"), "parity": parity,
+    }  # fmt: skip
+
+
+def _timing_fields(t: Any) -> dict[str, Any]:
+    return {"latency_us": t.latency_us(), "throughput_per_s": t.throughput_per_s, "windows": t.windows,
+            "warmup_calls": t.warmup_calls, "window_p50_us": list(t.window_p50)}  # fmt: skip
+
+
+def _bench_lean(t: Target, runtime: str, settings: BenchSettings, x: np.ndarray | None, y: np.ndarray | None,
+                progress: Any) -> list[dict[str, Any]]:  # fmt: skip
+    from edgepack.bench.coldstart import cold_start
+    from edgepack.bench.timing import time_call
+    from edgepack.runtime import load
+
+    base = _base_row(t, runtime)
+    accuracy = None
+    rows = []
+    for threads in settings.threads:
+        pred = load(t.path, backend=runtime, threads=threads)
+        try:
+            if x is None:  # no eval set: time on mid-grey images of the model's own shape
+                x = np.full((1, *pred.input_spec.shape), 128, np.uint8)
+            if accuracy is None and y is not None:
+                accuracy = _accuracy(pred, x, y)
+            for batch in settings.batch:
+                inp = pred.prepare(_batch_of(x, batch))
+                timing = time_call(lambda inp=inp, pred=pred: pred.run_prepared(inp), batch=batch, min_time=settings.min_time,
+                                   windows=settings.windows)  # fmt: skip
+                rows.append(
+                    {**base, "threads": threads, "batch": batch, "call": "run_prepared", **_timing_fields(timing)}
+                )
+                progress(f"{t.name} {runtime} threads={threads} batch={batch}: p50 {timing.p50:.1f} µs")
+        finally:
+            pred.close()
+    cold = cold_start(t.path, runtime, settings.threads[0], x[:1])
+    for r in rows:
+        r.update(accuracy=accuracy, n_eval=None if y is None else int(len(y)), **cold)
+    return rows
+
+
+def _bench_keras(targets: list[Target], settings: BenchSettings, progress: Any) -> list[dict[str, Any]]:
+    from edgepack.bench.coldstart import cold_start
+    from edgepack.bench.keras_ref import keras_rows
+
+    with_eval = [t for t in targets if t.eval_npz is not None]
+    if not with_eval:
+        log.warning("Keras reference rows skipped: no export/eval.npz to measure them on")
+        return []
+    models = [{"name": t.name, "path": str(t.file)} for t in with_eval]
+    by_name = {t.name: t for t in with_eval}
+    x, _ = _eval_set(with_eval[0])
+    colds = {t.name: cold_start(t.file, "keras", settings.threads[0], x[:1]) for t in with_eval}
+    rows = []
+    for threads in settings.threads:
+        progress(f"Keras reference rows, threads={threads} ({len(models)} models)")
+        for k in keras_rows(
+            models, with_eval[0].eval_npz, threads, settings.batch, settings.min_time, settings.windows
+        ):
+            t = by_name[k["artifact"]]
+            row = _base_row(t, "keras")
+            for key in ("macs", "params", "sparsity"):
+                row[key] = row[key] if row[key] is not None else k[key]
+            timing = k["timing"]
+            row.update(threads=k["threads"], batch=k["batch"], call=k["call"],
+                       latency_us={s: timing[s] for s in ("p50", "p90", "p99", "mean", "std", "min", "max", "n")},
+                       throughput_per_s=k["throughput_per_s"], windows=timing["windows"],
+                       warmup_calls=timing["warmup_calls"], window_p50_us=timing["window_p50"],
+                       accuracy=k["accuracy"], n_eval=k["n_eval"], **colds[t.name])  # fmt: skip
+            rows.append(row)
+    return rows
+
+
+def _fill_macs(rows: list[dict[str, Any]], targets: list[Target]) -> None:
+    """MACs from the file itself, else from a sibling export of the same source (an .onnx without the onnx
+    package), else from the Keras row of the source model."""
+    from edgepack.bench.stats import file_macs
+
+    by_file: dict[str, int | None] = {}
+    for t in targets:
+        if t.format != "keras":
+            by_file[str(t.file)] = t.metrics.get("macs") or file_macs(t.file, t.format)
+    by_source: dict[str, int] = {}
+    for r in rows:
+        macs = r["macs"] or by_file.get(r["path"])
+        if macs:
+            by_source.setdefault(r["source"] or r["artifact"], macs)
+            if r["format"] == "keras":
+                by_source[r["artifact"]] = macs
+        r["macs"] = macs
+    for r in rows:
+        if not r["macs"]:
+            r["macs"] = by_source.get(r["source"] or "") or by_source.get(r["artifact"])
+
+
+def _fill_floor(rows: list[dict[str, Any]], floor: dict[str, Any]) -> None:
+    from edgepack.bench.floor import floor_us
+
+    for r in rows:
+        f = floor_us(r["macs"], r["precision"], r["batch"], r["threads"], floor)
+        p50 = r["latency_us"]["p50"]
+        r["floor_us"] = f
+        r["floor_ratio"] = p50 / f if f else None  # measured p50 / floor: 1.0 = at the floor
+        r["pct_of_floor"] = 100.0 * f / p50 if f else None  # the floor as a percentage of the measured p50
+
+
+def run_bench(inputs: list[str], settings: BenchSettings, runtimes: tuple[str, ...], progress: Any = None,
+              floor: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Benchmark every target of ``inputs`` (run directories or model files); returns the results.json dict."""
+    from edgepack.bench.floor import measure_floor
+
+    say = progress or (lambda msg: log.info("%s", msg))
+    targets = collect_targets(inputs)
+    lean = [t for t in targets if t.format != "keras"]
+    keras = [t for t in targets if t.format == "keras"]
+    skipped = [t.name for t in lean if not set(FORMAT_RUNTIMES[t.format]) & set(runtimes)]
+    if skipped:
+        log.info("not in --runtimes %s: %s", ",".join(runtimes), ", ".join(skipped))
+    started = _dt.datetime.now(_dt.timezone.utc)
+    say("measuring the compute floor (fp32 and int8 GEMM on one core)")
+    floor = floor or measure_floor()
+    say(f"floor: fp32 {floor['fp32_macs_per_s'] / 1e9:.1f} GMAC/s, int8 {floor['int8_macs_per_s'] / 1e9:.1f} GMAC/s")
+    rows: list[dict[str, Any]] = []
+    for t in lean:
+        x, y = _eval_set(t)
+        for runtime in FORMAT_RUNTIMES[t.format]:
+            if runtime in runtimes:
+                rows.extend(_bench_lean(t, runtime, settings, x, y, say))
+    if keras and "keras" in runtimes:
+        rows.extend(_bench_keras(keras, settings, say))
+    _fill_macs(rows, targets)
+    _fill_floor(rows, floor)
+    return {
+        "edgepack_version": __version__,
+        "created": started.isoformat(timespec="seconds"),
+        "seconds": round((_dt.datetime.now(_dt.timezone.utc) - started).total_seconds(), 1),
+        "machine": machine_info(settings.label),
+        "settings": {"runtimes": list(runtimes), "threads": list(settings.threads), "batch": list(settings.batch),
+                     "min_time_s": settings.min_time, "windows": settings.windows, "inputs": [str(i) for i in inputs]},
+        "floor": floor,
+        "results": rows,
+    }  # fmt: skip

@@ -1,0 +1,97 @@
+"""Keras reference rows: what a user of the plain training code gets from ``model(x)`` and ``model.predict(x)``.
+
+Runs in a child process (``python -m edgepack.bench.keras_ref SPEC.json``) so TensorFlow's thread pools are set
+(TF_NUM_INTRAOP_THREADS) before TensorFlow starts and the benchmarking process itself never imports TensorFlow. Timings come from the same
+``time_call`` as every other row.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def load_keras(path: str | Path) -> Any:
+    """Any run model, including QAT ones (edgepack.compress.load_keras opens them inside quantize_scope)."""
+    try:
+        from edgepack.compress import load_keras as _load
+    except ImportError:
+        from edgepack.tf import keras
+
+        return keras.models.load_model(str(path), compile=False)
+    return _load(path)
+
+
+def keras_stats(model: Any) -> dict[str, Any]:
+    """Dense multiply-adds of one inference, parameters and kernel sparsity of a Keras model."""
+    macs = 0
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        k = tuple(kernel.shape)
+        out = layer.output_shape if isinstance(layer.output_shape, tuple) else layer.output_shape[0]
+        if len(k) == 4:  # Conv2D: (kh, kw, in, out); every output value costs kh*kw*in multiply-adds
+            macs += int(np.prod(out[1:])) * k[0] * k[1] * k[2]
+        elif len(k) == 2:
+            macs += k[0] * k[1]
+    kernels = [layer.kernel.numpy() for layer in model.layers if getattr(layer, "kernel", None) is not None]
+    total = sum(k.size for k in kernels)
+    zeros = sum(int(k.size - np.count_nonzero(k)) for k in kernels)
+    return {"macs": macs, "params": int(model.count_params()), "sparsity": zeros / total if total else 0.0}
+
+
+def _child(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    from edgepack.bench.timing import time_call
+
+    data = np.load(spec["eval"])
+    x, y = data["x"].astype(np.float32) / 255.0, data["y"]
+    rows = []
+    for m in spec["models"]:
+        model = load_keras(m["path"])
+        probs = model.predict(x, batch_size=256, verbose=0)
+        pred = (probs[:, 0] > 0.5).astype(np.int64) if probs.shape[1] == 1 else probs.argmax(axis=1)
+        stats = keras_stats(model)
+        for batch in spec["batch"]:
+            xb = np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])))
+            calls = {
+                "model(x)": lambda xb=xb, model=model: model(xb, training=False),
+                "model.predict(x)": lambda xb=xb, model=model, batch=batch: model.predict(xb, batch_size=batch, verbose=0),
+            }  # fmt: skip
+            for call, fn in calls.items():
+                t = time_call(fn, batch=batch, min_time=spec["min_time"], windows=spec["windows"])
+                rows.append({"artifact": m["name"], "call": call, "batch": batch, "threads": spec["threads"],
+                             "timing": {**t.latency_us(), "windows": t.windows, "warmup_calls": t.warmup_calls,
+                                        "window_p50": list(t.window_p50)},
+                             "throughput_per_s": t.throughput_per_s, "accuracy": float((pred == y).mean()),
+                             "n_eval": int(len(y)), **stats})  # fmt: skip
+    return rows
+
+
+def keras_rows(models: list[dict[str, str]], eval_npz: str | Path, threads: int, batch: tuple[int, ...],
+               min_time: float, windows: int, timeout: float = 1800) -> list[dict[str, Any]]:  # fmt: skip
+    """Time each Keras model in a fresh TensorFlow process with ``threads`` intra-op threads."""
+    from edgepack.bench.coldstart import child_env
+
+    spec = {"models": models, "eval": str(eval_npz), "threads": threads, "batch": list(batch),
+            "min_time": min_time, "windows": windows}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="edgepack-keras-") as tmp:
+        spec_file, out_file = Path(tmp) / "spec.json", Path(tmp) / "rows.json"
+        spec_file.write_text(json.dumps(spec))
+        proc = subprocess.run([sys.executable, "-m", "edgepack.bench.keras_ref", str(spec_file), str(out_file)],
+                              env=child_env(threads), capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"Keras reference timing failed: {last}")
+        return json.loads(out_file.read_text())
+
+
+if __name__ == "__main__":
+    rows = _child(json.loads(Path(sys.argv[1]).read_text()))
+    Path(sys.argv[2]).write_text(json.dumps(rows))
