@@ -316,12 +316,9 @@ def _add_report(sub: Any, name: str) -> None:
 COMMANDS: dict[str, tuple[Callable[[Any, str], None], Callable[[argparse.Namespace], int]]] = {
     "run": (_add_run, cmd_run),
     "train": (_add_train, cmd_train),
-<<<<<<< ours
     "predict": (_add_predict, cmd_predict),
-=======
     "bench": (_add_bench, cmd_bench),
     "report": (_add_report, cmd_report),
->>>>>>> theirs
 }
 
 
