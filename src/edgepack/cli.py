@@ -50,7 +50,9 @@ def _data_options(p: argparse.ArgumentParser, data_default: str | None = "mnist-
     g = p.add_argument_group("data")
     g.add_argument("--data", default=data_default, metavar="SPEC",
                    help="mnist-5k (embedded), a folder of class sub-folders, an .npz, or keras:mnist|fashion_mnist|cifar10")  # fmt: skip
-    g.add_argument("--image-size", type=int, help="resize images to SIZE x SIZE (default: the data's own, 28 for folders)")
+    g.add_argument(
+        "--image-size", type=int, help="resize images to SIZE x SIZE (default: the data's own, 28 for folders)"
+    )
     g.add_argument("--color", help="grayscale, rgb, or auto (default: grayscale unless the images are in colour)")
     g.add_argument("--test-split", type=float, help="test fraction when the data has no test split (default 0.2)")
     g.add_argument("--seed", type=int, help="seed for the split and training (default 0)")
@@ -169,7 +171,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for item in inputs:  # fail before any measuring, write nothing
         if not Path(item).exists():
             raise ConfigError(f"{item}: no such run directory or model file")
-    out = Path(args.out) if args.out else (Path(inputs[0]) / "bench" / "results.json" if Path(inputs[0]).is_dir() else None)
+    out = (
+        Path(args.out)
+        if args.out
+        else (Path(inputs[0]) / "bench" / "results.json" if Path(inputs[0]).is_dir() else None)
+    )
     from edgepack.bench.core import resolve_runtimes, run_bench
     from edgepack.files import atomic_write_json
 
@@ -197,7 +203,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-accuracy-drop: got {args.max_accuracy_drop}; expected points >= 0")
     results = load_results([str(p) for p in args.inputs])
     run_dir = Path(args.inputs[0]) if len(args.inputs) == 1 and Path(args.inputs[0]).is_dir() else None
-    blocks = build_blocks(results, args.max_accuracy_drop, plots=bool(args.html or run_dir))
+    import importlib.util
+
+    # Plots need matplotlib (the [report] extra): required for --html, skipped for Markdown on a lean install.
+    plots = bool(args.html or (run_dir and importlib.util.find_spec("matplotlib") is not None))
+    blocks = build_blocks(results, args.max_accuracy_drop, plots=plots)
     plot_files: dict[str, str] = {}
     if run_dir is not None:  # a run directory keeps its plots as files too: DIR/plots/*.png
         for b in blocks:

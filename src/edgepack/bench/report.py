@@ -362,7 +362,7 @@ def make_plots(results: list[dict[str, Any]], names: list[str], max_drop: float 
     ax.set_ylabel("accuracy on eval.npz (%)")
     ax.set_title("Accuracy vs latency")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center right")
     out.append(("Accuracy vs latency (Pareto front marked)", png(fig)))
 
     # 2. size per artifact (first machine: sizes do not depend on the machine)
