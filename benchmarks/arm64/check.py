@@ -3,13 +3,14 @@
 For each emulated CPU model (cortex-a53: ARMv8.0 NEON; neoverse-n1: + dot product; max,sme=off: + SVE2/i8mm,
 the three ARM int8 code paths) it runs ``edgepack.runtime`` on ``export/eval.npz`` for every bundle and
 compares with the same script run on this x86 host: float files must agree within ``FLOAT_ATOL``, quantized
-files must give identical labels (the largest probability difference is reported too). Then it runs the
-runtime's own tests under emulation. Prints a per-CPU x per-file table; exit 1 on any mismatch, crash or test
-failure, 2 on bad input.
+files must give identical labels (the largest probability difference is reported too). Beside that it runs
+the runtime's own tests under emulation, and ``edgepack bench`` with only the base install (results.json
+marked emulated) merged with x86 results by ``edgepack report``. Prints a per-CPU x per-file table; exit 1 on
+any mismatch, crash or failure, 2 on bad input.
 
     python benchmarks/arm64/check.py RUN_DIR [--cpus cortex-a53,neoverse-n1] [--reference DIR]
 
-Emulated timings say nothing about ARM speed and are not shown as such: real boards run ``edgepack bench``
+Emulated timings say nothing about ARM speed and are never shown as such: real boards run ``edgepack bench``
 (docs/arm64.md).
 """
 
@@ -38,9 +39,13 @@ PREDICT = HERE / "predict_all.py"
 FLOAT_ATOL = {"fp32": 1e-5, "fp16": 1e-5}
 LABEL_RULE = ("int8", "dynamic")
 RUNTIME_TESTS = "tests/test_runtime*.py"
-# The runtime's tests take ~100 s per CPU model under emulation (its 8-thread x 1000-prediction test most of
-# it): one model keeps the whole check inside its 5-minute budget; the file comparison covers all three.
+# The runtime's tests take ~2 minutes per CPU model under emulation (its 8-thread x 1000-prediction test most
+# of it): one model keeps the whole check inside its 5-minute budget; the file comparison covers all three.
 TEST_CPUS = "cortex-a53"
+BENCH_CPU = "neoverse-n1"
+# Under emulation the bench only has to show it runs and writes results.json; its timings mean nothing.
+QUICK_BENCH = ["--threads", "1", "--batch", "1", "--min-time", "0.05", "--windows", "1"]
+LAST = "last"  # .arm64/last/: the latest check's emulated results.json and merged report, kept for a look
 GUEST_TIMEOUT_S = 900
 
 
@@ -154,14 +159,18 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"runtime tests to run under emulation (glob; '' to skip; default {RUNTIME_TESTS})")  # fmt: skip
     parser.add_argument("--test-cpus", default=TEST_CPUS,
                         help=f"CPU models the runtime tests run under ('all' = every --cpus; default {TEST_CPUS})")  # fmt: skip
-    parser.add_argument("--jobs", type=int, default=min(3, os.cpu_count() or 1), help="CPU models run at once")
+    parser.add_argument("--bench-cpu", default=BENCH_CPU,
+                        help=f"CPU model for the emulated `edgepack bench` ('' to skip; default {BENCH_CPU})")  # fmt: skip
+    parser.add_argument("--jobs", type=int, default=3, help="emulated processes at once (default 3)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON to this file")
     args = parser.parse_args(argv)
 
     t_start = time.perf_counter()
-    cpus = [c for c in args.cpus.split(",") if c]
-    # "max,sme=off" contains a comma: re-join a bare option with the model before it.
-    cpus = _join_cpu_options(cpus)
+    cpus = _join_cpu_options([c for c in args.cpus.split(",") if c])  # "max,sme=off" holds a comma
+    test_cpus = (
+        (cpus if args.test_cpus == "all" else _join_cpu_options(args.test_cpus.split(","))) if args.tests else []
+    )
+    bench_cpus = [args.bench_cpu] if args.bench_cpu else []
     if not cpus:
         print(
             f"--cpus {args.cpus!r}: give at least one qemu -cpu model, e.g. {','.join(arm64env.CPUS)}", file=sys.stderr
@@ -172,19 +181,18 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(arm64env.ROOT / "src"))
         from predict_all import bundles
 
-        files = [p.stem for p in bundles(export, [f for f in args.files.split(",") if f] or None)]
+        bundle_paths = bundles(export, [f for f in args.files.split(",") if f] or None)
     except SystemExit as exc:
         print(exc, file=sys.stderr)
         return 2
+    files = [p.stem for p in bundle_paths]
     if not files:
         print(f"{export}: no bundles (NAME.json beside an exported model); nothing to check", file=sys.stderr)
         return 2
 
-    test_cpus = cpus if args.test_cpus == "all" else _join_cpu_options(args.test_cpus.split(","))
-    environment = arm64env.build(list(dict.fromkeys([*cpus, *test_cpus])) if args.tests else cpus)
+    environment = arm64env.build(list(dict.fromkeys([*cpus, *test_cpus, *bench_cpus])))
     t_env = time.perf_counter() - t_start
     work = Path(tempfile.mkdtemp(prefix="check-", dir=arm64env.CACHE))
-    tests = None
     try:
         ref_dir = args.reference or work / "x86"
         if not (ref_dir / "status.jsonl").exists():
@@ -194,36 +202,157 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _log(f"x86 reference: reusing {ref_dir}")
 
-        tests = _start_runtime_tests(environment, test_cpus, args.tests, work) if args.tests else None
-        exit_codes, walls, machines = _run_emulated(environment, cpus, export, files, work, args.jobs)
+        # Longest first: the runtime tests, then the comparisons, then the bench.
+        jobs = [Job(f"tests {cpu}", cpu, ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow and not arm64",
+                                          *_runtime_tests(args.tests)], work / f"pytest-{arm64env.cpu_dirname(cpu)}.txt")
+                for cpu in test_cpus]  # fmt: skip
+        for cpu in cpus:
+            out_dir = work / arm64env.cpu_dirname(cpu)
+            out_dir.mkdir()
+            jobs.append(Job(f"predict {cpu}", cpu, [str(PREDICT), str(export), str(out_dir), "--files", *files],
+                            out_dir / "log.txt"))  # fmt: skip
+        bench_out = work / "bench"
+        for cpu in bench_cpus:
+            args_bench = ["-m", "edgepack", "bench", *map(str, bundle_paths), *QUICK_BENCH, "--quiet",
+                          "--label", f"qemu -cpu {cpu} (emulated)", "--out", str(bench_out / f"qemu-{arm64env.cpu_dirname(cpu)}.json")]  # fmt: skip
+            jobs.append(Job(f"bench {cpu}", cpu, args_bench, work / f"bench-{arm64env.cpu_dirname(cpu)}.txt"))
+        run_jobs(environment, jobs, args.jobs)
+
+        by_name = {j.name: j for j in jobs}
         rows = [row for cpu in cpus
-                for row in compare(cpu, files, ref_dir, work / arm64env.cpu_dirname(cpu), exit_codes[cpu])]  # fmt: skip
+                for row in compare(cpu, files, ref_dir, work / arm64env.cpu_dirname(cpu), by_name[f"predict {cpu}"].exit_code)]  # fmt: skip
+        machines = {cpu: _read_json(work / arm64env.cpu_dirname(cpu) / "machine.json") for cpu in cpus}
         print()
         for cpu in cpus:
-            m = machines.get(cpu, {})
+            m = machines[cpu]
             flag = "emulated" if m.get("emulated") else "NOT MARKED EMULATED"
             print(f"-cpu {cpu:12s} {m.get('arch', '?')} isa={','.join(m.get('isa', [])) or '?'} ({flag}); "
-                  f"wall {walls[cpu]:.0f} s under emulation (not ARM speed)")  # fmt: skip
+                  f"wall {by_name[f'predict {cpu}'].seconds:.0f} s under emulation (not ARM speed)")  # fmt: skip
         print()
         print_table(rows)
-        machine_ok = all(machines.get(cpu, {}).get("emulated") is True for cpu in cpus)
-
-        tests_ok = _finish_runtime_tests(tests, args.tests) if tests is not None else True
+        machine_ok = all(m.get("emulated") is True for m in machines.values())
+        tests_ok = all(_report_tests(by_name[f"tests {cpu}"]) for cpu in test_cpus) if test_cpus else True
+        bench_ok = all(_report_bench(by_name[f"bench {cpu}"], args.run_dir, export, bundle_paths, bench_out)
+                       for cpu in bench_cpus)  # fmt: skip
     finally:
-        for proc, _ in (tests or {}).get("procs", {}).values():
-            if proc.poll() is None:  # interrupted: leave no emulated process behind
-                proc.kill()
-                proc.wait()
         shutil.rmtree(work, ignore_errors=True)
 
     n_fail = sum(not r.passed for r in rows)
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in rows], indent=1), encoding="utf-8")
-    ok = n_fail == 0 and tests_ok and machine_ok
+    ok = n_fail == 0 and tests_ok and machine_ok and bench_ok
+    problems = [text for failed, text in [(not tests_ok, "runtime tests failed"), (not bench_ok, "emulated bench failed"),
+                                          (not machine_ok, "a run was not marked emulated")] if failed]  # fmt: skip
     print(f"\narm64 check {'passed' if ok else 'FAILED'}: {len(rows) - n_fail}/{len(rows)} file x CPU agree"
-          f"{'' if tests_ok else '; runtime tests failed'}{'' if machine_ok else '; a run was not marked emulated'}"
-          f" (environment {t_env:.0f} s, total {time.perf_counter() - t_start:.0f} s)")  # fmt: skip
+          f"{''.join('; ' + p for p in problems)} (environment {t_env:.0f} s, total {time.perf_counter() - t_start:.0f} s)")  # fmt: skip
     return 0 if ok else 1
+
+
+@dataclass
+class Job:
+    """One emulated ``python3 ARGS`` under ``-cpu CPU``, its output in ``log``."""
+
+    name: str
+    cpu: str
+    args: list[str]
+    log: Path
+    exit_code: int | None = None
+    seconds: float = 0.0
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
+
+
+def run_jobs(environment: arm64env.Arm64Env, jobs: list[Job], parallel: int) -> None:
+    """Run the jobs, ``parallel`` at a time (an emulated process is mostly one busy thread); kill all on error."""
+    pending, running = list(jobs), {}
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, parallel):
+                job = pending.pop(0)
+                _log(f"{job.name}: started under emulation")
+                log = open(job.log, "wb")  # noqa: SIM115 - closed when the job ends
+                proc = subprocess.Popen(environment.command(job.cpu, job.args), env=environment.env(job.cpu),
+                                        cwd=arm64env.ROOT, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                running[job.name] = (job, proc, log, time.perf_counter())
+            time.sleep(0.2)
+            for name, (job, proc, log, t0) in list(running.items()):
+                if proc.poll() is None and time.perf_counter() - t0 < GUEST_TIMEOUT_S:
+                    continue
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                log.close()
+                job.exit_code, job.seconds = proc.returncode, time.perf_counter() - t0
+                _log(f"{job.name}: exit {job.exit_code} after {job.seconds:.0f} s")
+                del running[name]
+    finally:
+        for _, proc, log, _ in running.values():  # interrupted: leave no emulated process behind
+            proc.kill()
+            proc.wait()
+            log.close()
+
+
+def _runtime_tests(pattern: str) -> list[str]:
+    return sorted(str(p.relative_to(arm64env.ROOT)) for p in arm64env.ROOT.glob(pattern))
+
+
+def _report_tests(job: Job) -> bool:
+    lines = [ln for ln in job.output().strip().splitlines() if ln.strip()]
+    if not any(a.startswith("tests/") for a in job.args):
+        print(f"\nruntime tests under -cpu {job.cpu}: no test file matches: FAIL")
+        return False
+    print(f"\nruntime tests under -cpu {job.cpu} ({' '.join(a for a in job.args if a.startswith('tests/'))}): "
+          f"exit {job.exit_code}: {lines[-1] if lines else '(no output)'}")  # fmt: skip
+    if job.exit_code != 0:
+        print("    " + "\n    ".join(lines[-40:]))
+    return job.exit_code == 0
+
+
+def _report_bench(job: Job, run_dir: Path, export: Path, bundle_paths: list[Path], bench_out: Path) -> bool:
+    """The emulated results.json must say emulated; `edgepack report` must merge it with x86 results."""
+    emulated = bench_out / f"qemu-{arm64env.cpu_dirname(job.cpu)}.json"
+    if job.exit_code != 0 or not emulated.exists():
+        print(f"\nemulated bench under -cpu {job.cpu}: exit {job.exit_code}: FAIL\n    "
+              + "\n    ".join(job.output().strip().splitlines()[-20:]))  # fmt: skip
+        return False
+    results = _read_json(emulated)
+    x86 = run_dir / "bench" / "results.json"
+    if not x86.exists():  # no `edgepack bench` on this run yet: a quick x86 one, same settings
+        x86 = bench_out / "x86.json"
+        cmd = [
+            sys.executable,
+            "-m",
+            "edgepack",
+            "bench",
+            *map(str, bundle_paths),
+            *QUICK_BENCH,
+            "--quiet",
+            "--out",
+            str(x86),
+        ]
+        subprocess.run(cmd, env=host_env(), capture_output=True, check=False)
+    last = arm64env.CACHE / LAST
+    last.mkdir(exist_ok=True)
+    shutil.copy(emulated, last / emulated.name)
+    report_md = last / "report.md"
+    rep = subprocess.run([sys.executable, "-m", "edgepack", "report", str(x86), str(last / emulated.name), "--out", str(report_md)],
+                         env=host_env(), capture_output=True, text=True)  # fmt: skip
+    marked = results.get("machine", {}).get("emulated") is True
+    merged = report_md.exists() and "EMULATED" in report_md.read_text(encoding="utf-8")
+    print(f"\nemulated bench under -cpu {job.cpu}: {len(results.get('results', []))} rows, machine.emulated="
+          f"{results.get('machine', {}).get('emulated')}; `edgepack report` with the x86 results: exit {rep.returncode}"
+          f"{', emulated machine flagged' if merged else ''} -> {report_md} ({'ok' if marked and merged else 'FAIL'})")  # fmt: skip
+    if not merged:
+        print("    " + rep.stderr.strip()[-800:])
+    return marked and merged
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _join_cpu_options(parts: list[str]) -> list[str]:
@@ -238,86 +367,6 @@ def _join_cpu_options(parts: list[str]) -> list[str]:
 
 def _log(message: str) -> None:
     print(f"[arm64] {message}", file=sys.stderr, flush=True)
-
-
-def _run_emulated(environment, cpus, export, files, work, jobs):
-    """predict_all.py under each -cpu, ``jobs`` at a time; returns exit codes, wall seconds, machine blocks."""
-    exit_codes: dict[str, int] = {}
-    walls: dict[str, float] = {}
-    machines: dict[str, dict] = {}
-    pending = list(cpus)
-    running: dict[str, tuple[subprocess.Popen, float, object]] = {}
-    while pending or running:
-        while pending and len(running) < max(1, jobs):
-            cpu = pending.pop(0)
-            out_dir = work / arm64env.cpu_dirname(cpu)
-            out_dir.mkdir(parents=True)
-            log = open(out_dir / "log.txt", "wb")  # noqa: SIM115 - closed when the process ends
-            cmd = environment.command(cpu, [str(PREDICT), str(export), str(out_dir), "--files", *files])
-            _log(f"-cpu {cpu}: {len(files)} file(s) under emulation")
-            running[cpu] = (
-                subprocess.Popen(cmd, env=environment.env(cpu), stdout=log, stderr=log),
-                time.perf_counter(),
-                log,
-            )
-        time.sleep(0.2)
-        for cpu, (proc, t0, log) in list(running.items()):
-            if proc.poll() is None and time.perf_counter() - t0 < GUEST_TIMEOUT_S:
-                continue
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            log.close()
-            exit_codes[cpu], walls[cpu] = proc.returncode, time.perf_counter() - t0
-            out_dir = work / arm64env.cpu_dirname(cpu)
-            if (out_dir / "machine.json").exists():
-                machines[cpu] = json.loads((out_dir / "machine.json").read_text(encoding="utf-8"))
-            if proc.returncode != 0:
-                tail = (out_dir / "log.txt").read_text(encoding="utf-8", errors="replace").strip()[-800:]
-                _log(f"-cpu {cpu}: exit {proc.returncode}\n{tail}")
-            del running[cpu]
-    return exit_codes, walls, machines
-
-
-def _start_runtime_tests(environment, cpus, pattern, out_dir: Path) -> dict:
-    """Start the runtime's own tests (base install only, no TensorFlow) under each -cpu, in the background.
-
-    They run beside the file comparison: most of an emulated run is one busy thread, and the machine has two.
-    """
-    tests = sorted(str(p.relative_to(arm64env.ROOT)) for p in arm64env.ROOT.glob(pattern))
-    args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow and not arm64", *tests]
-    started = {"tests": tests, "procs": {}}
-    for cpu in cpus if tests else []:
-        _log(f"-cpu {cpu}: runtime tests under emulation ({' '.join(tests)})")
-        log = open(out_dir / f"pytest-{arm64env.cpu_dirname(cpu)}.txt", "w+")  # noqa: SIM115 - read back and closed in _finish
-        proc = subprocess.Popen(environment.command(cpu, args), env=environment.env(cpu), cwd=arm64env.ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        started["procs"][cpu] = (proc, log)
-    return started
-
-
-def _finish_runtime_tests(started: dict, pattern: str) -> bool:
-    """Wait for the runtime tests; one line per CPU model (the failing output in full). False if any failed."""
-    if not started["tests"]:
-        print(f"\nruntime tests: nothing matches {pattern}: FAIL")
-        return False
-    print(f"\nruntime tests under emulation ({' '.join(started['tests'])}):")
-    ok = True
-    for cpu, (proc, log) in started["procs"].items():
-        try:
-            proc.wait(timeout=GUEST_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.seek(0)
-        out = log.read().strip()
-        log.close()
-        last = [ln for ln in out.splitlines() if ln.strip()][-1:] or ["(no output)"]
-        print(f"  -cpu {cpu:12s} exit {proc.returncode}: {last[0]}")
-        if proc.returncode != 0:
-            ok = False
-            print("    " + "\n    ".join(out.splitlines()[-40:]))
-    return ok
 
 
 if __name__ == "__main__":
