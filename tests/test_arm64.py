@@ -167,3 +167,32 @@ def test_check_catches_a_file_altered_after_the_x86_reference_was_taken(digits_e
     assert row["max_abs_diff"] > 1e-3
     assert "FAIL" in second.stdout
     assert "arm64 check FAILED: 0/1" in second.stdout
+
+
+@pytest.mark.arm64
+@needs_qemu
+def test_emulated_bench_with_the_base_install_is_marked_emulated_and_report_merges_it_with_x86(digits_export, tmp_path):
+    qemu_env = _module("qemu_env")
+    environment = qemu_env.build(["cortex-a53"])
+    bundle = digits_export / "digits-tflite-int8.json"
+    quick = ["--threads", "1", "--batch", "1", "--min-time", "0.02", "--windows", "1", "--quiet"]
+    arm, x86, report = tmp_path / "arm.json", tmp_path / "x86.json", tmp_path / "report.md"
+
+    emulated = environment.run("cortex-a53", ["-m", "edgepack", "bench", str(bundle), *quick, "--label", "qemu-a53",
+                                              "--out", str(arm)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert emulated.returncode == 0, emulated.stderr[-2000:]
+    host = [sys.executable, "-m", "edgepack"]
+    assert subprocess.run([*host, "bench", str(bundle), *quick, "--label", "x86", "--out", str(x86)]).returncode == 0
+    merged = subprocess.run([*host, "report", str(x86), str(arm), "--out", str(report)], capture_output=True, text=True)
+
+    results = json.loads(arm.read_text())
+    assert results["machine"]["emulated"] is True
+    assert results["machine"]["arch"] == "aarch64"
+    assert "tensorflow" not in results["machine"]["libraries"]  # the base install only
+    assert [r["artifact"] for r in results["results"]] == ["digits-tflite-int8"]
+    assert json.loads(x86.read_text())["machine"]["emulated"] is False
+    assert merged.returncode == 0, merged.stderr
+    text = report.read_text()
+    assert "qemu-a53" in text
+    assert "x86" in text
+    assert "EMULATED" in text
