@@ -238,6 +238,45 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0 if within else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from edgepack.manifest import RunDir
+
+    given = _given(args, formats="formats", precisions="precisions", opset="opset",
+                   calibration_samples="calibration_samples", calibration="calibration")  # fmt: skip
+    settings = _replace(ExportSettings(), {**given, "allow_parity_failure": args.allow_parity_failure})
+    run = RunDir.open(args.dir)
+    from edgepack.export import export_stage, parity_report, plan, verify_stage
+
+    if args.verify_only:
+        artifacts = verify_stage(run, settings)
+    else:
+        plan(run, settings)  # bad input (no baseline, too many calibration samples) before TensorFlow loads
+        artifacts = export_stage(run, settings, progress=not args.quiet)
+    result = {"run_dir": str(run.path), "artifacts": [a.to_dict() for a in artifacts]}
+    _emit(args, result, parity_report(artifacts))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from edgepack.export.inspect import describe
+
+    info = describe(args.model)
+    ops = ", ".join(f"{k} {v}" for k, v in info["ops"].items())
+    q_in, q_out = info["input"].get("quantization"), info["output"].get("quantization")
+    text = "\n".join([
+        f"{info['path']}  ({info['format']}, {info['precision']})",
+        f"  size        {info['size_bytes']:,} bytes  (gzip {info['gzip_bytes']:,})",
+        f"  params      {info['params']:,}",
+        f"  MACs        {info['macs']:,} per image",
+        f"  sparsity    {info['sparsity']:.4f}  ({info['kernel_zeros']:,} of {info['kernel_params']:,} kernel weights are zero)",
+        f"  input       {info['input']['name']} {info['input']['shape']} {info['input']['dtype']}" + (f" {q_in}" if q_in else ""),
+        f"  output      {info['output']['name']} {info['output']['shape']} {info['output']['dtype']}" + (f" {q_out}" if q_out else ""),
+        f"  ops         {ops}",
+    ])  # fmt: skip
+    _emit(args, info, text)
+    return 0
+
+
 def _summary_text(summary: dict[str, Any]) -> str:
     lines = [f"run directory: {summary['run_dir']}"]
     for row in summary["artifacts"]:
@@ -323,12 +362,38 @@ def _add_report(sub: Any, name: str) -> None:
     _common(p)
 
 
+def _add_export(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="export TFLite and ONNX files with bundles, verified by the parity gate",
+                       description="Export the run's models as TFLite and ONNX at each precision, write a bundle "
+                       "(NAME.json) beside each file and export/eval.npz, and check every file against its Keras "
+                       "source (exit 1 if one fails).")  # fmt: skip
+    p.add_argument("dir", metavar="DIR", help="a run directory with a trained model")
+    p.add_argument("--formats", help="comma-separated: tflite,onnx (default both)")
+    p.add_argument("--precisions", help="comma-separated: fp32,fp16,dynamic,int8 (default all)")
+    p.add_argument("--opset", type=int, help="ONNX opset, 13 to 18 (default 17)")
+    p.add_argument("--calibration-samples", type=int, help="training images used to calibrate int8 (default 200)")
+    p.add_argument("--calibration", help="ONNX static int8 calibration: minmax, entropy, percentile (default minmax)")
+    p.add_argument("--allow-parity-failure", action="store_true",
+                   help="keep files that fail the parity gate (recorded in the manifest) and exit 0")  # fmt: skip
+    p.add_argument("--verify-only", action="store_true", help="rerun the parity gate on the existing exports")
+    _common(p)
+
+
+def _add_info(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="size, params, MACs, sparsity, precision and ops of a .tflite or .onnx file",
+                       description="Describe an exported model file without TensorFlow.")  # fmt: skip
+    p.add_argument("model", metavar="MODEL", help="a .tflite or .onnx file")
+    _common(p)
+
+
 COMMANDS: dict[str, tuple[Callable[[Any, str], None], Callable[[argparse.Namespace], int]]] = {
     "run": (_add_run, cmd_run),
     "train": (_add_train, cmd_train),
-    "predict": (_add_predict, cmd_predict),
+    "export": (_add_export, cmd_export),
     "bench": (_add_bench, cmd_bench),
     "report": (_add_report, cmd_report),
+    "predict": (_add_predict, cmd_predict),
+    "info": (_add_info, cmd_info),
 }
 
 
@@ -340,7 +405,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
                           console=__import__("rich.console").console.Console(stderr=True))  # fmt: skip
     logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
     logging.getLogger("edgepack").setLevel(level)
-    for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL"):
+    for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL", "tf2onnx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 

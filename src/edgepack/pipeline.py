@@ -12,7 +12,7 @@ from edgepack.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
-ALL_STAGES = ("train",)
+ALL_STAGES = ("train", "export")
 
 
 def run_pipeline(
@@ -35,6 +35,11 @@ def run_pipeline(
         if data.skipped_files:
             log.warning("skipped %d files that are not readable images", data.skipped_files)
         train_stage(run, data, recipe.train, progress=progress)
+    if "export" in stages:  # after compression: exports every model the run holds, through the parity gate
+        from edgepack.export import export_stage, parity_report
+
+        run = RunDir.open(out)
+        log.info("\n%s", parity_report(export_stage(run, recipe.export, progress=progress)))
     return run, summarize(run)
 
 

@@ -1,0 +1,235 @@
+"""Keras -> ONNX with tf2onnx, and int8 ONNX with onnxruntime.quantization (static QDQ, dynamic).
+
+Options that issue 7 (performance) will tune are explicit arguments here, with today's defaults: NHWC input
+(``inputs_as_nchw=False``), QDQ rather than QOperator, signed int8 activations and weights (S8S8).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack.errors import ExportError
+from edgepack.files import atomic_path, atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+ONNX_PRECISIONS = ("fp32", "dynamic", "int8")
+OPSET_MIN, OPSET_MAX = 13, 18  # per-channel QDQ needs 13; tf2onnx 1.17 writes at most 18
+
+
+@dataclass(frozen=True)
+class OnnxQuantOptions:
+    """How onnxruntime.quantization makes a static int8 file (defaults: the documented CPU recipe)."""
+
+    quant_format: str = "qdq"  # "qdq" or "qoperator"
+    activation_type: str = "int8"  # "int8" (S8S8) or "uint8" (U8S8)
+    weight_type: str = "int8"
+    per_channel: bool = True
+    calibration: str = "minmax"  # "minmax", "entropy" or "percentile"
+    percentile: float = 99.999
+    entropy_bins: int = 2048  # histogram bins for entropy calibration (128 quantized bins)
+    calibration_batch: int = 32
+
+    def ort_kwargs(self) -> dict[str, Any]:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+
+        types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+        methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                   "percentile": CalibrationMethod.Percentile}  # fmt: skip
+        extra: dict[str, Any] = {}
+        if self.calibration == "percentile":
+            extra["CalibPercentile"] = self.percentile
+        return {
+            "quant_format": QuantFormat.QDQ if self.quant_format == "qdq" else QuantFormat.QOperator,
+            "activation_type": types[self.activation_type],
+            "weight_type": types[self.weight_type],
+            "per_channel": self.per_channel,
+            "calibrate_method": methods[self.calibration],
+            "extra_options": extra,
+        }
+
+
+def convert_onnx(model: Any, path: str | Path, opset: int, inputs_as_nchw: bool = False) -> Path:
+    """Write ``model`` (a tf_keras model, float or QAT) as ONNX at ``opset``; input named as the Keras input."""
+    import tf2onnx
+
+    from edgepack.tf import tf
+
+    if not OPSET_MIN <= opset <= OPSET_MAX:
+        raise ExportError(f"--opset {opset}: tf2onnx here supports {OPSET_MIN} to {OPSET_MAX}")
+    name = model.inputs[0].name.split(":")[0]
+    spec = (tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32, name=name),)
+    try:
+        proto, _ = tf2onnx.convert.from_keras(
+            model, input_signature=spec, opset=opset, inputs_as_nchw=[name] if inputs_as_nchw else None
+        )
+    except Exception as e:  # tf2onnx raises many types; the user needs the one line
+        raise ExportError(f"onnx opset {opset}: tf2onnx failed: {str(e).splitlines()[0]}") from e
+    return atomic_write_bytes(path, proto.SerializeToString())
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a float32 array, in batches."""
+
+    def __init__(self, input_name: str, x: np.ndarray, batch: int) -> None:
+        self._batches = iter([{input_name: x[i : i + batch]} for i in range(0, len(x), batch)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def quantize_onnx_static(fp32_path: str | Path, path: str | Path, calibration: np.ndarray,
+                         options: OnnxQuantOptions = OnnxQuantOptions()) -> Path:  # fmt: skip
+    """Static int8 (QDQ by default, per-channel weights) calibrated on ``calibration`` (float32 NHWC),
+    after ``quant_pre_process`` (shape inference + graph optimisation)."""
+    import onnx
+    from onnxruntime.quantization import quantize_static
+
+    with tempfile.TemporaryDirectory(prefix="edgepack-onnx-") as tmp:
+        pre = _pre_process(fp32_path, Path(tmp) / "pre.onnx")
+        input_name = onnx.load(str(pre)).graph.input[0].name
+        # equal batches: the histogram calibrators (entropy, percentile) stack per-batch outputs with
+        # np.asarray and fail on a short last batch
+        batch = max(b for b in range(1, options.calibration_batch + 1) if len(calibration) % b == 0)
+        reader = _Reader(input_name, calibration.astype(np.float32), batch)
+        kwargs = options.ort_kwargs()
+        if options.calibration == "entropy":
+            kwargs["calibration_cache_path"] = _entropy_ranges(pre, reader, options, Path(tmp))
+        with atomic_path(path) as out, _quiet_root_logger():
+            quantize_static(str(pre), str(out), reader, **kwargs)
+    return Path(path)
+
+
+def _entropy_ranges(model: Path, reader: _Reader, options: OnnxQuantOptions, tmp: Path) -> Path:
+    """Entropy (KL) ranges with a histogram finer than the quantized one, as a calibration cache.
+
+    quantize_static builds its entropy calibrator with num_bins = num_quantized_bins = 128, which leaves
+    one candidate threshold (the full range): Entropy then equals MinMax exactly (measured on mnist-5k).
+    The 2048-bin histogram of the TensorRT recipe gives KL something to choose from.
+    """
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+
+    calibrator = create_calibrator(
+        str(model), augmented_model_path=str(tmp / "augmented.onnx"), calibrate_method=CalibrationMethod.Entropy,
+        extra_options={"num_bins": options.entropy_bins, "num_quantized_bins": 128},
+    )  # fmt: skip
+    with _quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()):  # it prints per-tensor progress
+        calibrator.collect_data(reader)
+        ranges = calibrator.compute_data()
+    cache = tmp / "entropy-ranges.json"
+    save_tensors_data(ranges, cache)
+    return cache
+
+
+def quantize_onnx_dynamic(fp32_path: str | Path, path: str | Path, weight_type: str = "int8") -> Path:
+    """Dynamic-range int8: int8 weights, activations quantized at run time (no calibration)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
+    with tempfile.TemporaryDirectory(prefix="edgepack-onnx-") as tmp:
+        pre = _pre_process(fp32_path, Path(tmp) / "pre.onnx")
+        with atomic_path(path) as out, _quiet_root_logger():
+            quantize_dynamic(str(pre), str(out), weight_type=types[weight_type])
+    return Path(path)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime.quantization logs one INFO line per tensor on the root logger; keep warnings only."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _pre_process(src: str | Path, dst: Path) -> Path:
+    """ORT's recommended step before quantizing: shape inference and graph optimisation. Its symbolic
+    shape inference needs sympy; our CNNs have static shapes but the batch, so ONNX's own inference
+    suffices when sympy is absent."""
+    import importlib.util
+
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with _quiet_root_logger():
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=importlib.util.find_spec("sympy") is None)
+    return dst
+
+
+def qdq_weights_from_qat(path: str | Path, qat_model: Any) -> int:
+    """Store the QAT model's weights as int8 + DequantizeLinear in the ONNX file at ``path``.
+
+    tf2onnx folds the weight fake-quant nodes of a QAT model into float constants (the values already lie
+    on the int8 grid), so the file would carry fp32 weights and only activation QDQ pairs. This puts the
+    grid back: scales from the QAT layers' kernel_min/kernel_max (symmetric, narrow range: max/127), q =
+    round(w / scale), checked to be exact before the float initializer is replaced. Returns how many
+    weights were rewritten.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    grids = _qat_weight_scales(qat_model)  # keras kernel shape -> per-output-channel scales
+    inits = {i.name: i for i in model.graph.initializer}
+    rewritten = 0
+    new_nodes = []
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "MatMul", "Gemm") or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        init = inits[node.input[1]]
+        w = numpy_helper.to_array(init)
+        # Conv weights are OIHW (keras HWIO), MatMul weights are (in, out) like keras Dense.
+        keras_shape = tuple(np.transpose(w, (2, 3, 1, 0)).shape) if w.ndim == 4 else w.shape
+        axis = 0 if w.ndim == 4 else 1
+        scales = grids.get(keras_shape)
+        if scales is None:
+            continue
+        shape = [-1 if d == axis else 1 for d in range(w.ndim)]
+        s = np.broadcast_to(scales, (w.shape[axis],)).astype(np.float32)
+        s = np.where(s > 0, s, np.float32(1.0))  # an all-zero (pruned) channel has range 0; any scale holds it
+        q = np.round(w / s.reshape(shape))
+        if np.abs(q * s.reshape(shape) - w).max() > 1e-3 * s.max() or np.abs(q).max() > 127:
+            log.warning("onnx qat: weights of %s are not on the QAT grid; kept as float", node.name)
+            continue
+        qname, sname, zname = f"{init.name}_int8", f"{init.name}_scale", f"{init.name}_zero_point"
+        model.graph.initializer.remove(init)
+        model.graph.initializer.extend([
+            numpy_helper.from_array(q.astype(np.int8), qname),
+            numpy_helper.from_array(s, sname),
+            numpy_helper.from_array(np.zeros_like(s, dtype=np.int8), zname),
+        ])  # fmt: skip
+        new_nodes.append(helper.make_node("DequantizeLinear", [qname, sname, zname], [init.name], axis=axis,
+                                          name=f"{init.name}_DequantizeLinear"))  # fmt: skip
+        del inits[init.name]
+        rewritten += 1
+    for n in reversed(new_nodes):
+        model.graph.node.insert(0, n)
+    onnx.checker.check_model(model)
+    atomic_write_bytes(path, model.SerializeToString())
+    return rewritten
+
+
+def _qat_weight_scales(qat_model: Any) -> dict[tuple[int, ...], np.ndarray]:
+    out = {}
+    for layer in qat_model.layers:
+        inner = getattr(layer, "layer", None)
+        if inner is None or not hasattr(inner, "kernel"):
+            continue
+        lo = [v for v in layer.weights if v.name.split("/")[-1].startswith("kernel_min")]
+        hi = [v for v in layer.weights if v.name.split("/")[-1].startswith("kernel_max")]
+        if not lo or not hi:
+            continue
+        bound = np.maximum(np.abs(lo[0].numpy()), np.abs(hi[0].numpy()))
+        out[tuple(inner.kernel.shape)] = (bound / 127.0).astype(np.float32)
+    return out

@@ -1,0 +1,340 @@
+"""The export stage: every requested format x precision from the run's models, bundles, and the parity gate.
+
+Sources are picked from the manifest by stage: the float/PTQ exports come from the last float compressed
+model (clustered, else pruned, else the baseline); int8-from-QAT from the ``qat`` model; and when a
+compressed model exists the baseline is also exported at fp32 as the size/accuracy reference.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack import __version__
+from edgepack.errors import ConfigError, ParityError
+from edgepack.files import atomic_path, atomic_write_json, sha256_file
+from edgepack.manifest import Artifact, RunDir
+from edgepack.recipe import ExportSettings, to_plain
+
+log = logging.getLogger(__name__)
+
+EXPORT_DIR = "export"
+EVAL_FILE = f"{EXPORT_DIR}/eval.npz"
+FLOAT_SOURCE_STAGES = ("cluster", "prune", "train")  # the last float model wins, in this order
+SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
+SUPPORTED = {"tflite": ("fp32", "fp16", "dynamic", "int8"), "onnx": ("fp32", "dynamic", "int8")}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One file to make: which keras artifact, which format and precision, from QAT or not."""
+
+    source: Artifact
+    format: str
+    precision: str
+    qat: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.source.name}-{self.format}-{self.precision}"
+
+    @property
+    def path(self) -> str:
+        return f"{EXPORT_DIR}/{self.name}{SUFFIX[self.format]}"
+
+
+def plan(run: RunDir, settings: ExportSettings) -> list[Job]:
+    """The files ``settings`` asks for from this run, checked before any work (bad input: ConfigError)."""
+    baseline = run.require("trained baseline model", stage="train", format="keras")
+    float_source = next(a for s in FLOAT_SOURCE_STAGES if (a := run.latest(stage=s, format="keras")) is not None)
+    qat = run.latest(stage="qat", format="keras")
+    n_train = int(run.manifest.get("dataset", {}).get("n_train", 0))
+    if settings.calibration_samples > n_train:
+        raise ConfigError(f"--calibration-samples {settings.calibration_samples}: the run has only {n_train} "
+                          f"training images; choose 1 to {n_train}")  # fmt: skip
+    formats = [f.value for f in settings.formats]
+    precisions = [p.value for p in settings.precisions]
+    jobs = [Job(float_source, f, p) for f in formats for p in precisions if p in SUPPORTED[f]]
+    skipped = [f"{f} {p}" for f in formats for p in precisions if p not in SUPPORTED[f]]
+    if skipped:
+        log.info("not exported (no such precision in that format here): %s", ", ".join(skipped))
+    if qat is not None and "int8" in precisions:
+        jobs += [Job(qat, f, "int8", qat=True) for f in formats]
+    if float_source.name != baseline.name and "fp32" in precisions:
+        jobs += [Job(baseline, f, "fp32") for f in formats]
+    if not jobs:
+        raise ConfigError(f"--formats {','.join(formats)} --precisions {','.join(precisions)}: nothing to export; "
+                          "onnx supports fp32, dynamic, int8")  # fmt: skip
+    return jobs
+
+
+def load_keras(path: str | Path) -> Any:
+    """Load any run model (float or QAT) — through edgepack.compress when it is there."""
+    try:
+        from edgepack.compress import load_keras as _load
+    except ImportError:
+        _load = _load_keras_fallback
+    return _load(path)
+
+
+def _load_keras_fallback(path: str | Path) -> Any:
+    import tensorflow_model_optimization as tfmot
+
+    from edgepack.tf import keras
+
+    with tfmot.quantization.keras.quantize_scope():
+        return keras.models.load_model(str(path), compile=False)
+
+
+def export_stage(run: RunDir, settings: ExportSettings, progress: bool = True) -> list[Artifact]:
+    """Make every export ``settings`` asks for, write bundles and eval.npz, run the parity gate.
+
+    Records every artifact (with its verdict) in the manifest, then raises ParityError (exit 1) naming the
+    failing files unless ``settings.allow_parity_failure``.
+    """
+    start = time.perf_counter()
+    jobs = plan(run, settings)
+    from edgepack.data import load_from_run
+
+    data = load_from_run(run.path, run.manifest["dataset"])
+    rng = np.random.default_rng(0)
+    calib_idx = np.sort(rng.choice(len(data.x_train), settings.calibration_samples, replace=False))
+    calibration = data.x_train[calib_idx].astype(np.float32) * np.float32(data.scale)
+    _write_eval(run, data)
+
+    models: dict[str, Any] = {}
+    references: dict[str, np.ndarray] = {}
+    artifacts: list[Artifact] = []
+    with tempfile.TemporaryDirectory(prefix="edgepack-export-") as tmp, _progress(progress, len(jobs)) as advance:
+        for job in jobs:
+            src = job.source
+            if src.name not in models:
+                models[src.name] = load_keras(run.file(src))
+                references[src.name] = _keras_probs(models[src.name], data.x_test, data.scale)
+            advance(job.name)
+            _make(job, models[src.name], run.path / job.path, calibration, settings, Path(tmp))
+            artifacts.append(_verify(run, job, references[src.name], data, settings, models[src.name]))
+    failed = [a for a in artifacts if not a.parity["passed"]]
+    run.manifest["export"] = {
+        "allow_parity_failure": settings.allow_parity_failure,
+        "parity_failed": [a.name for a in failed],
+        "parity_overridden": bool(failed) and settings.allow_parity_failure,
+    }
+    run.record("export", to_plain(settings), time.perf_counter() - start)
+    run.save()
+    if failed:  # shown here, before the one-line error; on success the caller prints the table
+        log.error("\n%s", parity_report(artifacts))
+    if failed and not settings.allow_parity_failure:
+        raise ParityError(_failure_message(failed))
+    return artifacts
+
+
+def verify_stage(run: RunDir, settings: ExportSettings) -> list[Artifact]:
+    """Run the parity gate again on the exports already in the run (e.g. after copying or editing them)."""
+    from edgepack.data import load_from_run
+
+    exports = [a for a in run.artifacts if a.stage == "export"]
+    if not exports:
+        raise ConfigError(f"run directory {run.path}: no exports to verify; run `edgepack export` first")
+    data = load_from_run(run.path, run.manifest["dataset"])
+    by_name = {a.name: a for a in run.artifacts}
+    models: dict[str, Any] = {}
+    refs: dict[str, np.ndarray] = {}
+    artifacts = []
+    for a in exports:
+        src = by_name[a.parent]
+        if src.name not in models:
+            models[src.name] = load_keras(run.file(src))
+            refs[src.name] = _keras_probs(models[src.name], data.x_test, data.scale)
+        job = Job(src, a.format, a.precision, qat=src.stage == "qat")
+        artifacts.append(_verify(run, job, refs[src.name], data, settings, models[src.name]))
+    failed = [a for a in artifacts if not a.parity["passed"]]
+    run.manifest.setdefault("export", {}).update(
+        {"parity_failed": [a.name for a in failed], "parity_overridden": bool(failed) and settings.allow_parity_failure}
+    )
+    run.save()
+    if failed:  # shown here, before the one-line error; on success the caller prints the table
+        log.error("\n%s", parity_report(artifacts))
+    if failed and not settings.allow_parity_failure:
+        raise ParityError(_failure_message(failed))
+    return artifacts
+
+
+# -- making one file ------------------------------------------------------------------------------
+
+
+def _make(job: Job, model: Any, path: Path, calibration: np.ndarray, settings: ExportSettings, tmp: Path) -> None:
+    from edgepack.export.onnx import (
+        OnnxQuantOptions,
+        convert_onnx,
+        qdq_weights_from_qat,
+        quantize_onnx_dynamic,
+        quantize_onnx_static,
+    )
+    from edgepack.files import atomic_write_bytes
+
+    if job.format == "tflite":
+        from edgepack.export.tflite import convert_tflite
+
+        atomic_write_bytes(path, convert_tflite(model, job.precision, calibration, qat=job.qat))
+        return
+    if job.qat:
+        with atomic_path(path) as out:
+            convert_onnx(model, out, settings.opset)
+            n = qdq_weights_from_qat(out, model)
+            log.debug("%s: %d weight tensors stored as int8 + DequantizeLinear", job.name, n)
+        return
+    if job.precision == "fp32":
+        convert_onnx(model, path, settings.opset)
+        return
+    fp32 = tmp / f"{job.source.name}-fp32.onnx"
+    if not fp32.exists():
+        convert_onnx(model, fp32, settings.opset)
+    if job.precision == "int8":
+        quantize_onnx_static(fp32, path, calibration, OnnxQuantOptions(calibration=settings.calibration.value))
+    else:
+        quantize_onnx_dynamic(fp32, path)
+
+
+# -- verifying one file ---------------------------------------------------------------------------
+
+
+def _verify(run: RunDir, job: Job, reference: np.ndarray, data: Any, settings: ExportSettings,
+            model: Any) -> Artifact:  # fmt: skip
+    from edgepack.export.inspect import describe
+    from edgepack.export.parity import check, run_file
+
+    file = run.path / job.path
+    probs, runtime = run_file(file, data.x_test)
+    verdict = check(job.precision, probs, reference, data.y_test)
+    verdict["runtime"] = runtime
+    verdict["source"] = job.source.name
+    if not verdict["passed"] and settings.allow_parity_failure:
+        verdict["overridden"] = True
+    info = describe(file)
+    keras_zeros = _keras_kernel_sparsity(model)
+    artifact_settings = {"opset": settings.opset} if job.format == "onnx" else {}
+    if job.precision == "int8" and not job.qat:
+        artifact_settings.update(calibration=settings.calibration.value,
+                                 calibration_samples=settings.calibration_samples)  # fmt: skip
+        if job.format == "onnx":
+            artifact_settings.update(quant_format="qdq", per_channel=True, activation_type="int8")
+    if job.qat:
+        artifact_settings["from_qat"] = True
+    artifact = Artifact(
+        name=job.name, path=job.path, format=job.format, precision=job.precision, stage="export",
+        parent=job.source.name, settings=artifact_settings,
+        metrics={"accuracy": verdict["accuracy"], "params": info["params"], "macs": info["macs"],
+                 "sparsity": info["sparsity"], "kernel_zeros": info["kernel_zeros"],
+                 "kernel_params": info["kernel_params"], "source_sparsity": keras_zeros, "ops": info["ops"]},
+        parity=verdict,
+    )  # fmt: skip
+    run.add_artifact(artifact)
+    _write_bundle(run, artifact, job, info, run.manifest["dataset"])
+    return artifact
+
+
+def _keras_probs(model: Any, x: np.ndarray, scale: float) -> np.ndarray:
+    from edgepack.train.fit import probabilities
+
+    return probabilities(model, x.astype(np.float32) * np.float32(scale))
+
+
+def _keras_kernel_sparsity(model: Any) -> float:
+    """Zero fraction over the Conv/Dense kernels (by variable name: QAT wrappers hide ``layer.kernel``)."""
+    kernels = [w.numpy() for w in model.weights if w.name.split("/")[-1].startswith("kernel:")]
+    total = sum(k.size for k in kernels)
+    return sum(int(k.size - np.count_nonzero(k)) for k in kernels) / total if total else 0.0
+
+
+# -- bundles and eval set -------------------------------------------------------------------------
+
+
+def _write_bundle(run: RunDir, artifact: Artifact, job: Job, info: dict[str, Any], dataset: dict[str, Any]) -> None:
+    file = run.path / artifact.path
+    src_file = run.file(job.source)
+    n_classes = len(dataset["class_names"])
+    bundle = {
+        "format": artifact.format,
+        "file": file.name,
+        "sha256": artifact.sha256,
+        "precision": artifact.precision,
+        "source": {"artifact": job.source.name, "sha256": job.source.sha256 or sha256_file(src_file)},
+        "input": {**info["input"], "shape": [None, *info["input"]["shape"][1:]], "layout": "NHWC",
+                  "scale": dataset.get("scale", 1.0 / 255.0),
+                  "quantization": info["input"].get("quantization")},
+        "output": {**info["output"], "shape": [None, *info["output"]["shape"][1:]],
+                   "quantization": info["output"].get("quantization"),
+                   "activation": "sigmoid" if n_classes == 2 else "softmax"},
+        "labels": list(dataset["class_names"]),
+        "settings": artifact.settings,
+        "parity": artifact.parity,
+        "edgepack_version": __version__,
+    }  # fmt: skip
+    atomic_write_json(file.with_suffix(".json"), bundle)
+
+
+def _write_eval(run: RunDir, data: Any) -> None:
+    with atomic_path(run.path / EVAL_FILE) as tmp, open(tmp, "wb") as f:
+        np.savez(f, x=data.x_test.astype(np.uint8), y=data.y_test.astype(np.int64),
+                 class_names=np.array(data.class_names))  # fmt: skip
+
+
+# -- reporting ------------------------------------------------------------------------------------
+
+
+def parity_report(artifacts: list[Artifact]) -> str:
+    """One table: each Keras source (its accuracy) and every export made from it, with its verdict."""
+    from edgepack.export.parity import parity_table
+
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for a in artifacts:
+        p = a.parity or {}
+        if a.parent not in seen:
+            seen.add(a.parent)
+            rows.append({"name": a.parent, "source": "(keras)", "runtime": "keras",
+                         "accuracy": p.get("source_accuracy"), "parity": None})  # fmt: skip
+        rows.append({"name": a.name, "source": a.parent, "accuracy": a.metrics.get("accuracy"), "parity": p,
+                     "kernel_zeros": a.metrics.get("sparsity"), "source_kernel_zeros": a.metrics.get("source_sparsity"),
+                     "size_bytes": a.metrics.get("size_bytes")})  # fmt: skip
+    return parity_table(rows)
+
+
+def _failure_message(failed: list[Artifact]) -> str:
+    parts = [f"{a.path} ({'; '.join(a.parity['failures'])})" for a in failed]
+    return f"parity gate failed for {len(failed)} file(s): " + ", ".join(parts) + \
+        "; pass --allow-parity-failure to keep them anyway"  # fmt: skip
+
+
+class _progress:
+    """A progress bar on stderr over the export jobs (a no-op when progress is off)."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total = enabled, total
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda name: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._p = Progress(TextColumn("export {task.fields[item]}"), BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), console=Console(stderr=True))  # fmt: skip
+        self._p.start()
+        task = self._p.add_task("export", total=self.total, item="")
+
+        def advance(name: str) -> None:
+            self._p.update(task, advance=1, item=name)
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._p.stop()

@@ -1,0 +1,321 @@
+"""The export stage on the tiny fixtures: every file, its bundle, the parity gate, sparsity, `info`, bad input.
+
+A pruned (0.8) and a prune-preserving QAT model are made here with tfmot directly (1 short epoch each), so
+these tests do not wait for the compress stage; the export picks its sources from the manifest as it will
+in a full run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgepack.cli import main
+
+PRUNED_SPARSITY = 0.8
+
+
+def add_pruned_and_qat(run_path: Path, prune_epochs: int = 1, qat_epochs: int = 1, lr: float = 1e-3) -> None:
+    """Record a pruned (constant 0.8, stripped) and a PQAT model in the run, as the compress stage would."""
+    from edgepack.tf import keras  # noqa: I001 - TF first, then tfmot
+    import tensorflow_model_optimization as tfmot
+
+    from edgepack.data import load_from_run
+    from edgepack.manifest import Artifact, RunDir
+    from edgepack.train.fit import seed_everything, to_float, weight_counts
+    from edgepack.train.model import compile_model
+    from edgepack.files import atomic_path
+
+    run = RunDir.open(run_path)
+    data = load_from_run(run.path, run.manifest["dataset"])
+    x = to_float(data.x_train)
+    seed_everything(0)
+    base = keras.models.load_model(run.file(run.require("baseline", stage="train")))
+    steps = -(-len(x) // 32)
+    schedule = tfmot.sparsity.keras.ConstantSparsity(PRUNED_SPARSITY, begin_step=0, frequency=steps)
+    pruned = compile_model(tfmot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=schedule), 10, lr)
+    pruned.fit(x, data.y_train, epochs=prune_epochs, batch_size=32, verbose=0,
+               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])  # fmt: skip
+    pruned = tfmot.sparsity.keras.strip_pruning(pruned)
+    with atomic_path(run.path / "models/pruned.keras") as tmp:
+        pruned.save(tmp)
+    run.add_artifact(Artifact(name="pruned", path="models/pruned.keras", format="keras", precision="fp32",
+                              stage="prune", parent="baseline", metrics=weight_counts(pruned)))  # fmt: skip
+    annotated = tfmot.quantization.keras.quantize_annotate_model(pruned)
+    qat = tfmot.quantization.keras.quantize_apply(
+        annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+    )
+    compile_model(qat, 10, lr / 10).fit(x, data.y_train, epochs=qat_epochs, batch_size=32, verbose=0)
+    # .h5: a tfmot QAT model does not reload from .keras (quantize_layer variable count; tfmot PR #1123)
+    with atomic_path(run.path / "models/qat.h5") as tmp:
+        qat.save(tmp)
+    run.add_artifact(Artifact(name="qat", path="models/qat.h5", format="keras", precision="int8", stage="qat",
+                              parent="pruned"))  # fmt: skip
+    run.save()
+
+
+EXPECTED = {
+    "pruned-tflite-fp32", "pruned-tflite-fp16", "pruned-tflite-dynamic", "pruned-tflite-int8",
+    "pruned-onnx-fp32", "pruned-onnx-dynamic", "pruned-onnx-int8",
+    "qat-tflite-int8", "qat-onnx-int8", "baseline-tflite-fp32", "baseline-onnx-fp32",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory) -> Path:
+    """The tiny run with a pruned and a QAT model, exported once by `edgepack export DIR` (every default)."""
+    dst = tmp_path_factory.mktemp("exported") / "run"
+    shutil.copytree(tiny_run.path, dst)
+    add_pruned_and_qat(dst)
+    assert main(["export", str(dst), "-q"]) == 0
+    return dst
+
+
+def _exports(run_path: Path) -> dict:
+    manifest = json.loads((run_path / "manifest.json").read_text())
+    return {a["name"]: a for a in manifest["artifacts"] if a["stage"] == "export"}
+
+
+def test_export_makes_every_format_and_precision_and_each_passes_the_gate(exported):
+    exports = _exports(exported)
+
+    assert set(exports) == EXPECTED
+    for name, a in exports.items():
+        assert a["parity"]["passed"], (name, a["parity"]["failures"])
+        assert a["parity"]["n_eval"] == 200
+        if a["precision"] == "fp32":
+            assert a["parity"]["max_abs_diff"] <= 1e-4, name
+        if a["precision"] == "int8":
+            assert a["parity"]["top1_agreement"] >= 0.98, name
+            assert a["parity"]["accuracy_drop_points"] <= 1.0, name
+    assert {a["parent"] for a in exports.values()} == {"pruned", "qat", "baseline"}
+    assert exports["qat-onnx-int8"]["settings"]["from_qat"] is True
+
+
+def test_every_export_opens_in_onnx_checker_or_litert(exported):
+    import onnx
+    from ai_edge_litert.interpreter import Interpreter
+
+    for a in _exports(exported).values():
+        path = exported / a["path"]
+        if a["format"] == "onnx":
+            onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+        else:
+            interpreter = Interpreter(model_path=str(path))
+            interpreter.allocate_tensors()
+            assert interpreter.get_input_details()[0]["shape"].tolist() == [1, 28, 28, 1]
+
+
+def test_int8_exports_of_the_pruned_model_keep_its_zeros(exported):
+    from edgepack.export import describe
+
+    exports = _exports(exported)
+    for name in ("pruned-tflite-int8", "pruned-onnx-int8", "pruned-tflite-dynamic", "qat-tflite-int8",
+                 "qat-onnx-int8"):  # fmt: skip
+        counted = describe(exported / exports[name]["path"])
+        assert counted["sparsity"] >= 0.75, (name, counted["sparsity"])
+        assert exports[name]["metrics"]["sparsity"] == pytest.approx(counted["sparsity"])
+        assert exports[name]["metrics"]["source_sparsity"] >= 0.75
+    assert exports["baseline-onnx-fp32"]["metrics"]["sparsity"] < 0.05  # the reference is dense
+
+
+def test_qat_onnx_stores_int8_weights_not_folded_floats(exported):
+    import onnx
+    from onnx import numpy_helper
+
+    exports = _exports(exported)
+    model = onnx.load(str(exported / exports["qat-onnx-int8"]["path"]))
+    int8 = [i for i in model.graph.initializer if numpy_helper.to_array(i).dtype == np.int8 and i.dims]
+    big_float = [i for i in model.graph.initializer if numpy_helper.to_array(i).dtype == np.float32
+                 and numpy_helper.to_array(i).size > 1000]  # fmt: skip
+
+    assert len([i for i in int8 if len(i.dims) >= 2]) == 4  # conv1, conv2, dense, output kernels
+    assert big_float == []
+    assert exports["qat-onnx-int8"]["metrics"]["size_bytes"] < exports["pruned-onnx-fp32"]["metrics"]["size_bytes"] / 3
+
+
+def test_bundles_describe_each_file_and_eval_set_is_the_test_split(exported, tiny_data):
+    from edgepack.files import sha256_file
+
+    exports = _exports(exported)
+    for _name, a in exports.items():
+        bundle = json.loads((exported / a["path"]).with_suffix(".json").read_text())
+        file = (exported / a["path"]).parent / bundle["file"]
+        assert bundle["sha256"] == sha256_file(file) == a["sha256"]
+        assert bundle["source"]["artifact"] == a["parent"]
+        assert bundle["source"]["sha256"] == sha256_file(
+            exported / f"models/{a['parent']}.{'h5' if a['parent'] == 'qat' else 'keras'}"
+        )
+        assert bundle["input"]["shape"] == [None, 28, 28, 1]
+        assert bundle["input"]["layout"] == "NHWC"
+        assert bundle["input"]["scale"] == pytest.approx(1 / 255)
+        assert bundle["output"]["activation"] == "softmax"
+        assert bundle["labels"] == [str(i) for i in range(10)]
+        assert bundle["parity"]["passed"] is True
+        assert bundle["precision"] == a["precision"]
+    tfl = json.loads((exported / "export/pruned-tflite-int8.json").read_text())
+    assert tfl["input"]["dtype"] == "int8"
+    assert tfl["input"]["quantization"]["scale"] == pytest.approx(1 / 255)
+    assert tfl["input"]["quantization"]["zero_point"] == -128
+    assert tfl["output"]["dtype"] == "int8"
+    assert tfl["output"]["quantization"] is not None
+    onx = json.loads((exported / "export/pruned-onnx-int8.json").read_text())
+    assert onx["input"]["dtype"] == "float32"
+    assert onx["input"]["quantization"] is None
+    with np.load(exported / "export/eval.npz") as ev:
+        assert ev["x"].dtype == np.uint8
+        assert np.array_equal(ev["x"], tiny_data.x_test)
+        assert np.array_equal(ev["y"], tiny_data.y_test)
+        assert list(ev["class_names"]) == list(tiny_data.class_names)
+
+
+def test_damaged_weights_fail_the_gate_with_exit_1_naming_the_file(exported, tmp_path, capsys):
+    import onnx
+    from onnx import numpy_helper
+
+    run = tmp_path / "run"
+    shutil.copytree(exported, run)
+    path = run / "export/pruned-onnx-fp32.onnx"
+    model = onnx.load(str(path))
+    biggest = max(model.graph.initializer, key=lambda i: numpy_helper.to_array(i).size)
+    w = numpy_helper.to_array(biggest)
+    biggest.CopyFrom(numpy_helper.from_array((w * 1.5 + 0.01).astype(w.dtype), biggest.name))
+    path.write_bytes(model.SerializeToString())
+    capsys.readouterr()
+
+    code = main(["export", str(run), "--verify-only", "-q"])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("edgepack: error: parity gate failed for 1 file(s): export/pruned-onnx-fp32.onnx")
+    assert _exports(run)["pruned-onnx-fp32"]["parity"]["passed"] is False
+    assert _exports(run)["pruned-tflite-fp32"]["parity"]["passed"] is True
+
+    code = main(["export", str(run), "--verify-only", "--allow-parity-failure", "-q"])
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert code == 0
+    assert manifest["export"]["parity_overridden"] is True
+    assert manifest["export"]["parity_failed"] == ["pruned-onnx-fp32"]
+    assert _exports(run)["pruned-onnx-fp32"]["parity"]["overridden"] is True
+
+
+def test_export_of_a_baseline_only_run_exports_the_baseline(run_copy):
+    code = main(["export", str(run_copy), "--formats", "onnx", "--precisions", "fp32,int8", "-q"])
+
+    exports = _exports(run_copy)
+    assert code == 0
+    assert set(exports) == {"baseline-onnx-fp32", "baseline-onnx-int8"}
+    assert exports["baseline-onnx-int8"]["settings"]["calibration"] == "minmax"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--formats", "tflite,coreml"], "--formats: unknown value 'coreml'; choose from tflite, onnx"),
+        (["--precisions", "int4"], "--precisions: unknown value 'int4'; choose from fp32, fp16, dynamic, int8"),
+        (["--opset", "19"], "--opset: got 19; expected an integer >= 13 and <= 18"),
+        (["--calibration-samples", "0"], "--calibration-samples: got 0"),
+        (["--calibration-samples", "801"], "--calibration-samples 801: the run has only 800 training images"),
+        (["--calibration", "kl"], "--calibration: unknown value 'kl'"),
+    ],
+)
+def test_bad_export_options_exit_2_with_one_line_and_write_nothing(run_copy, capsys, args, message):
+    before = sorted(p.relative_to(run_copy) for p in run_copy.rglob("*"))
+
+    code = main(["export", str(run_copy), *args])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1
+    assert message in err[0]
+    assert sorted(p.relative_to(run_copy) for p in run_copy.rglob("*")) == before
+
+
+def test_export_before_training_exits_2(tmp_path, capsys):
+    from edgepack.manifest import RunDir
+
+    with RunDir.create(tmp_path / "run") as run:
+        run.manifest["dataset"] = {"n_train": 10}
+
+    code = main(["export", str(tmp_path / "run")])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1
+    assert "no trained baseline model found; run `edgepack train` first" in err[0]
+    assert not (tmp_path / "run/export").exists()
+
+
+def test_info_reports_params_macs_precision_and_ops_of_each_format(exported, capsys):
+    exports = _exports(exported)
+    for name in ("baseline-tflite-fp32", "baseline-onnx-fp32", "pruned-tflite-int8", "pruned-onnx-int8"):
+        assert main(["info", str(exported / exports[name]["path"]), "--json"]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["params"] == 225_034, name  # the seed CNN for 10 classes (DESIGN.md)
+        assert info["macs"] == 2_631_040, name  # 26*26*32*9 + 11*11*64*288 + 1600*128 + 128*10
+        assert info["precision"] == exports[name]["precision"], name
+        assert info["size_bytes"] == exports[name]["metrics"]["size_bytes"]
+        assert 0 < info["gzip_bytes"] < info["size_bytes"]
+    assert main(["info", str(exported / exports["pruned-tflite-int8"]["path"]), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["ops"]["CONV_2D"] == 2
+    assert info["ops"]["FULLY_CONNECTED"] == 2
+    assert info["input"]["dtype"] == "int8"
+    for name, precision in (("pruned-tflite-fp16", "fp16"), ("pruned-tflite-dynamic", "dynamic"),
+                            ("pruned-onnx-dynamic", "dynamic"), ("qat-onnx-int8", "int8")):  # fmt: skip
+        assert main(["info", str(exported / exports[name]["path"]), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["precision"] == precision, name
+
+
+def test_info_runs_without_tensorflow(exported):
+    import subprocess
+    import sys
+
+    model = exported / "export/pruned-onnx-int8.onnx"
+    code = (
+        "import sys; from edgepack.cli import main; rc = main(['info', sys.argv[1], '--json']); "
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; sys.exit(rc)"
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    done = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True,
+                          env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"}, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["precision"] == "int8"
+
+
+def test_info_rejects_a_file_that_is_not_a_model_with_exit_2(tmp_path, capsys):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not a model")
+
+    code = main(["info", str(bad)])
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1
+    assert f"model {bad}: cannot be read" in err[0]
+
+
+def test_entropy_and_percentile_calibration_choose_other_ranges_than_minmax(exported, tiny_data, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from edgepack.export.onnx import OnnxQuantOptions, quantize_onnx_static
+
+    x = tiny_data.x_train[:64].astype(np.float32) / 255
+    scales = {}
+    for method in ("minmax", "entropy", "percentile"):
+        out = quantize_onnx_static(exported / "export/pruned-onnx-fp32.onnx", tmp_path / f"{method}.onnx", x,
+                                   OnnxQuantOptions(calibration=method))  # fmt: skip
+        graph = onnx.load(str(out)).graph
+        inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        scales[method] = [float(inits[n.input[1]]) for n in graph.node if n.op_type == "QuantizeLinear"]
+
+    assert len(scales["minmax"]) == len(scales["entropy"]) == len(scales["percentile"]) > 3
+    assert scales["entropy"] != pytest.approx(scales["minmax"])  # ORT's default 128-bin entropy equals minmax
+    assert scales["percentile"] != pytest.approx(scales["minmax"])
+    assert max(scales["entropy"]) <= max(scales["minmax"])  # KL clips outliers, never widens the range
