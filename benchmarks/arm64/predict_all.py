@@ -3,7 +3,7 @@
 The same script runs on the x86 host (the reference) and as aarch64 under qemu (the check), so both sides
 take the same code path: ``edgepack.runtime.load(bundle).predict(x)``. Needs only the base install.
 
-    python predict_all.py EXPORT_DIR OUT_DIR [--eval eval.npz] [--files NAME ...]
+    python predict_all.py EXPORT_DIR OUT_DIR [--eval eval.npz] [--files NAME ...] [--limit N]
 
 Writes OUT_DIR/NAME.npy (float32 probabilities), OUT_DIR/machine.json and OUT_DIR/status.jsonl, one line
 when a file starts and one when it is done, so a crash (native code under emulation can die on a signal)
@@ -48,10 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--eval", type=Path, default=None, help="eval set (default EXPORT_DIR/eval.npz)")
     parser.add_argument("--files", nargs="*", default=None, help="bundle names (default: all)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N eval images (default 0: all)")
     args = parser.parse_args(argv)
 
     with np.load(args.eval or args.export_dir / "eval.npz") as data:
-        x = data["x"]
+        x = data["x"][: args.limit or None]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "machine.json").write_text(json.dumps(machine_info(), indent=1), encoding="utf-8")
     with open(args.out_dir / "status.jsonl", "w", encoding="utf-8") as status:
