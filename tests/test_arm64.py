@@ -120,7 +120,7 @@ def test_every_fixture_file_agrees_with_x86_under_all_three_cpu_models_and_runs_
     digits_export, tmp_path
 ):
     rows_json = tmp_path / "rows.json"
-    out = _check(digits_export.parent, "--tests", "", "--json", rows_json)
+    out = _check(digits_export.parent, "--tests", "", "--bench-cpu", "", "--json", rows_json)
     assert out.returncode == 0, out.stdout + out.stderr
     rows = json.loads(rows_json.read_text())
     assert {(r["cpu"], r["file"]) for r in rows} == {
@@ -145,7 +145,18 @@ def test_check_catches_a_file_altered_after_the_x86_reference_was_taken(digits_e
     from onnx import numpy_helper
 
     reference, rows_json = tmp_path / "x86", tmp_path / "rows.json"
-    args = ["--cpus", "cortex-a53", "--files", "digits-onnx-fp32", "--tests", "", "--reference", reference]
+    args = [
+        "--cpus",
+        "cortex-a53",
+        "--files",
+        "digits-onnx-fp32",
+        "--tests",
+        "",
+        "--bench-cpu",
+        "",
+        "--reference",
+        reference,
+    ]
     first = _check(digits_export.parent, *args)
     assert first.returncode == 0, first.stdout + first.stderr
 
