@@ -464,12 +464,12 @@ def _add_compress(sub: Any, name: str) -> None:
 COMMANDS: dict[str, tuple[Callable[[Any, str], None], Callable[[argparse.Namespace], int]]] = {
     "run": (_add_run, cmd_run),
     "train": (_add_train, cmd_train),
+    "compress": (_add_compress, cmd_compress),
+    "export": (_add_export, cmd_export),
     "bench": (_add_bench, cmd_bench),
     "report": (_add_report, cmd_report),
-    "export": (_add_export, cmd_export),
-    "info": (_add_info, cmd_info),
     "predict": (_add_predict, cmd_predict),
-    "compress": (_add_compress, cmd_compress),
+    "info": (_add_info, cmd_info),
 }
 
 
