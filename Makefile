@@ -52,7 +52,7 @@ ARM64_RUN ?= runs/demo
 
 arm64-check: $(STAMP)
 	sh benchmarks/arm64/host_deps.sh
-	test -f $(ARM64_RUN)/export/eval.npz || $(BIN)/edgepack run --out $(ARM64_RUN) --force
+	test -f $(ARM64_RUN)/export/eval.npz || $(BIN)/edgepack run --out $(ARM64_RUN) --force -q --stages train,compress,export
 	$(BIN)/python benchmarks/arm64/check.py $(ARM64_RUN)
 	$(BIN)/python -m pytest -m arm64 -q tests/test_arm64.py
 
