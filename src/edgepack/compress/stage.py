@@ -79,6 +79,13 @@ def check_pruned(stats: dict[str, Any], layers: list[str], settings: PruneSettin
             raise CheckFailed(f"{what}: {settings.m_by_n} pattern not reached: blocks of {n} with fewer than {m} "
                               f"zeros: {', '.join(f'{k} {v}' for k, v in bad.items())}")  # fmt: skip
         return
+    if settings.layer_sparsity is not None:  # each layer against its own target
+        short = [n for n in layers if stats["layers"][n]["sparsity"] < settings.target(n) - TOLERANCE]
+        if short:
+            text = ", ".join(f"{n} {stats['layers'][n]['sparsity']:.4f} (target {settings.target(n):.4f})"
+                             for n in short)  # fmt: skip
+            raise CheckFailed(f"{what}: per-layer sparsity not reached: {text}")
+        return
     reached = _sparsity_over(stats, layers)
     if reached < settings.sparsity - TOLERANCE:
         raise CheckFailed(f"{what}: sparsity of the pruned kernels is {reached:.4f}, target {settings.sparsity:.4f} "
@@ -168,7 +175,7 @@ def compress_stage(
         stats = measure(model, tuple(info["layers"]))
         check_pruned(stats, info["layers"], prune, "prune")
         stats["history"] = info["history"]
-        settings = {**to_plain(prune), "layers": info["layers"], "plan": info["plan"]}
+        settings = {**to_plain(prune), "layers": info["layers"], "targets": info["targets"], "plan": info["plan"]}
         out.append(record("pruned", "prune", model, parent, settings, stats, start))
         parent = "pruned"
     if cluster is not None:
