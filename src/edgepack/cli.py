@@ -127,6 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _emit(args, summary, _summary_text(summary))
     return 0
 
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -196,46 +197,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from edgepack.bench.report import build_blocks, load_results, plot_slug, recommend, to_html, to_markdown
-    from edgepack.files import atomic_write_bytes, atomic_write_text
+    from edgepack.bench.report import load_results, write_report
 
-    if args.max_accuracy_drop < 0:
-        raise ConfigError(f"--max-accuracy-drop: got {args.max_accuracy_drop}; expected points >= 0")
     results = load_results([str(p) for p in args.inputs])
     run_dir = Path(args.inputs[0]) if len(args.inputs) == 1 and Path(args.inputs[0]).is_dir() else None
-    import importlib.util
-
-    # Plots need matplotlib (the [report] extra): required for --html, skipped for Markdown on a lean install.
-    plots = bool(args.html or (run_dir and importlib.util.find_spec("matplotlib") is not None))
-    blocks = build_blocks(results, args.max_accuracy_drop, plots=plots)
-    plot_files: dict[str, str] = {}
-    if run_dir is not None:  # a run directory keeps its plots as files too: DIR/plots/*.png
-        for b in blocks:
-            if b[0] == "img":
-                rel = f"plots/{plot_slug(b[1])}"
-                atomic_write_bytes(run_dir / rel, b[2])
-                plot_files[b[1]] = rel
-    md = to_markdown(blocks, plot_files)
-    if args.html:
-        page = to_html(blocks)
-        target = Path(args.out) if args.out else (run_dir / "report.html" if run_dir else None)
-        if target is None:
-            raise ConfigError("--html with results.json files: give --out FILE.html for the page")
-        atomic_write_text(target, page)
-        if run_dir is not None:
-            atomic_write_text(run_dir / "report.md", md)
-    elif args.out:
-        atomic_write_text(args.out, md)
-    elif run_dir is not None:
-        atomic_write_text(run_dir / "report.md", md)
+    out = Path(args.out) if args.out else None
+    md, recs = write_report(results, run_dir, html_page=args.html, out=out, max_drop=args.max_accuracy_drop)
     if args.json:
-        recs = [recommend(r["results"], args.max_accuracy_drop) for r in results]
         print(json.dumps({"recommended": [r.row and {"artifact": r.row["artifact"], "runtime": r.row["runtime"]}
                                           for r in recs]}, indent=2))  # fmt: skip
     else:
         print(md)
-    within = all(recommend(r["results"], args.max_accuracy_drop).row is not None for r in results)
-    return 0 if within else 1
+    return 0 if all(r.row is not None for r in recs) else 1
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -332,6 +305,11 @@ def _summary_text(summary: dict[str, Any]) -> str:
         acc = row.get("accuracy")
         acc_text = f"test accuracy {acc:.4f}" if isinstance(acc, float) else ""
         lines.append(f"  {row['name']:<28} {row['format']:<7} {row['precision']:<8} {acc_text}")
+    rec = summary.get("recommended")
+    if rec:
+        lines.append(f"recommended file: {rec['artifact']} ({rec['format']} {rec['precision']}, {rec['runtime']})")
+    if summary.get("report"):
+        lines.append(f"report: {summary['report']}")
     return "\n".join(lines)
 
 
@@ -368,6 +346,7 @@ def _add_run(sub: Any, name: str) -> None:
     p.add_argument("--out", metavar="DIR", help="the new run directory (default runs/run-DATE-TIME)")
     p.add_argument("--force", action="store_true", help="replace DIR if it is an existing edgepack run")
     _common(p)
+
 
 def _add_predict(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="classify image files with an exported model (lean runtime, no TensorFlow)",

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from edgepack.machine import machine_info
 from edgepack.manifest import RunDir
-from edgepack.recipe import Recipe
+from edgepack.recipe import Recipe, to_plain
 
 log = logging.getLogger(__name__)
 
-ALL_STAGES = ("train", "compress", "export")
+ALL_STAGES = ("train", "compress", "export", "bench", "report")
 
 
 def run_pipeline(
@@ -44,8 +46,41 @@ def run_pipeline(
         from edgepack.export import export_stage, parity_report
 
         run = RunDir.open(out)
-        log.info("\n%s", parity_report(export_stage(run, recipe.export, progress=progress)))
+        report = parity_report(export_stage(run, recipe.export, progress=progress))
+        if progress:  # pre-rendered wide table: printed as is, not re-wrapped by the log handler
+            print(report, file=sys.stderr)
+    if "bench" in stages:
+        bench_stage(RunDir.open(out), recipe, progress)
+    if "report" in stages:
+        report_stage(RunDir.open(out), recipe)
+    run = RunDir.open(out)
     return run, summarize(run)
+
+
+def bench_stage(run: RunDir, recipe: Recipe, progress: bool = True) -> Path:
+    """Benchmark every export (and the Keras models) of the run into DIR/bench/results.json."""
+    from edgepack.bench.core import resolve_runtimes, run_bench
+    from edgepack.files import atomic_write_json
+
+    start = time.perf_counter()
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
+    results = run_bench([str(run.path)], recipe.bench, resolve_runtimes(recipe.bench.runtimes), progress=say)
+    path = atomic_write_json(run.path / "bench" / "results.json", results)
+    run.record("bench", to_plain(recipe.bench), time.perf_counter() - start)
+    run.save()
+    return path
+
+
+def report_stage(run: RunDir, recipe: Recipe) -> None:
+    """DIR/report.md, DIR/report.html and DIR/plots/*.png from DIR/bench/results.json."""
+    from edgepack.bench.report import load_results, recommend_text, write_report
+
+    _, [rec] = write_report(load_results([str(run.path)]), run.path, html_page=True, max_drop=recipe.max_accuracy_drop)
+    run.manifest["recommended"] = rec.row and {k: rec.row[k] for k in ("artifact", "runtime", "format", "precision")}
+    run.save()
+    log.info("%s", recommend_text(rec).replace("**", ""))
+    if rec.row is None:
+        log.warning("no exported file is within %g point of the float model's accuracy", recipe.max_accuracy_drop)
 
 
 def summarize(run: RunDir) -> dict[str, Any]:
@@ -53,6 +88,8 @@ def summarize(run: RunDir) -> dict[str, Any]:
     return {
         "run_dir": str(run.path),
         "dataset": run.manifest.get("dataset", {}),
+        "recommended": run.manifest.get("recommended"),
+        "report": str(run.path / "report.html") if (run.path / "report.html").is_file() else None,
         "artifacts": [
             {"name": a.name, "path": a.path, "format": a.format, "precision": a.precision, "stage": a.stage,
              "accuracy": a.metrics.get("accuracy"), "sparsity": a.metrics.get("sparsity"),

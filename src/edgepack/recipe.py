@@ -301,6 +301,11 @@ class Recipe:
     qat: QATSettings | None = None
     export: ExportSettings = field(default_factory=ExportSettings)
     bench: BenchSettings = field(default_factory=BenchSettings)
+    max_accuracy_drop: float = 1.0  # points: the budget for the report's recommended file
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.max_accuracy_drop, int | float) and 0 <= self.max_accuracy_drop <= 100,
+               f"max_accuracy_drop: got {self.max_accuracy_drop!r}; expected points in [0, 100]")  # fmt: skip
 
     @classmethod
     def default(cls) -> Recipe:

@@ -222,7 +222,7 @@ def _machine_rows(results: list[dict[str, Any]], names: list[str]) -> list[list[
     return rows
 
 
-def _recommend_text(rec: Recommendation) -> str:
+def recommend_text(rec: Recommendation) -> str:
     budget = f"within {rec.max_drop_points:g} point of the best float source accuracy {_acc(rec.reference_accuracy)}"
     if rec.row is None:
         return f"Recommended file: none — no deployable file is {budget}."
@@ -263,7 +263,7 @@ def _single(res: dict[str, Any], name: str, max_drop: float) -> list[Block]:
     blocks: list[Block] = [
         ("p", f"Machine: **{name}** — {res['machine'].get('cpu_model')} ({res['machine'].get('arch')}, "
               f"{res['machine'].get('cores')} cores){' — EMULATED: not real speed' if res['machine'].get('emulated') else ''}"),
-        ("p", _recommend_text(recommend(rows, max_drop))),
+        ("p", recommend_text(recommend(rows, max_drop))),
         ("p", "Parity: " + parity_verdict(rows)),
         ("p", _figures_text(headline_figures(rows, max_drop))),
         ("h2", f"Headline: batch {batch}, {threads} thread{'s' if threads > 1 else ''}"),
@@ -297,7 +297,7 @@ def _comparison(results: list[dict[str, Any]], names: list[str], max_drop: float
     for name, res in zip(names, results, strict=True):
         rec = recommend(res["results"], max_drop)
         emulated = " (EMULATED: not real speed)" if res["machine"].get("emulated") else ""
-        blocks.append(("p", f"{name}{emulated}: " + _recommend_text(rec)))
+        blocks.append(("p", f"{name}{emulated}: " + recommend_text(rec)))
         blocks.append(("p", f"{name}: parity: " + parity_verdict(res["results"])))
     index: dict[tuple, dict[str, dict[str, Any]]] = {}
     for name, res in zip(names, results, strict=True):
@@ -489,3 +489,47 @@ def to_html(blocks: list[Block]) -> str:
 
 def plot_slug(title: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-").replace("--", "-") + ".png"
+
+
+# -- writing ---------------------------------------------------------------------------------------------------
+
+
+def write_report(
+    results: list[dict[str, Any]],
+    run_dir: Path | None = None,
+    html_page: bool = False,
+    out: Path | None = None,
+    max_drop: float = 1.0,
+) -> tuple[str, list[Recommendation]]:
+    """Render the report and write it: a run directory keeps report.md, report.html and plots/*.png.
+
+    Returns the Markdown and one recommendation per results.json (``row`` None: nothing within the budget).
+    """
+    import importlib.util
+
+    from edgepack.files import atomic_write_bytes, atomic_write_text
+
+    if max_drop < 0:
+        raise ConfigError(f"--max-accuracy-drop: got {max_drop}; expected points >= 0")
+    if html_page and out is None and run_dir is None:
+        raise ConfigError("--html with results.json files: give --out FILE.html for the page")
+    # Plots need matplotlib (the [report] extra): required for HTML, skipped for Markdown on a lean install.
+    plots = bool(html_page or (run_dir and importlib.util.find_spec("matplotlib") is not None))
+    blocks = build_blocks(results, max_drop, plots=plots)
+    plot_files: dict[str, str] = {}
+    if run_dir is not None:  # a run directory keeps its plots as files too: DIR/plots/*.png
+        for b in blocks:
+            if b[0] == "img":
+                rel = f"plots/{plot_slug(b[1])}"
+                atomic_write_bytes(run_dir / rel, b[2])
+                plot_files[b[1]] = rel
+    md = to_markdown(blocks, plot_files)
+    if html_page:
+        atomic_write_text(out or run_dir / "report.html", to_html(blocks))  # type: ignore[operator]
+        if run_dir is not None:
+            atomic_write_text(run_dir / "report.md", md)
+    elif out is not None:
+        atomic_write_text(out, md)
+    elif run_dir is not None:
+        atomic_write_text(run_dir / "report.md", md)
+    return md, [recommend(r["results"], max_drop) for r in results]
