@@ -38,23 +38,18 @@ def save_keras(model: keras.Model, run: RunDir, name: str) -> str:
 
     tfmot 0.8.1 QAT models do not survive the native .keras format: loading rebuilds QuantizeLayer and the
     wrappers with another variable count ("Layer 'quantize_layer' expected 5 variables, but received 3"),
-    so they are saved as HDF5, which round-trips exactly. The native format also has no
-    include_optimizer=False, so the optimizer is detached while saving (Adam moments triple the file).
+    so they are saved as HDF5, which round-trips exactly. Float models go through train.save_model, which
+    also leaves the optimizer out.
     """
-    quantized = any(_is_quantized(layer) for layer in model.layers)
-    rel = f"models/{name}.h5" if quantized else f"models/{name}.keras"
+    from edgepack.train.fit import save_model
+
+    if not any(_is_quantized(layer) for layer in model.layers):
+        return save_model(model, run, name)
+    rel = f"models/{name}.h5"
     with atomic_path(run.path / rel) as tmp:
-        if quantized:
-            with warnings.catch_warnings():  # "HDF5 is legacy": known, and the only format that round-trips here
-                warnings.simplefilter("ignore", UserWarning)
-                model.save(tmp, include_optimizer=False)
-        else:
-            optimizer = model.optimizer
-            model.optimizer = None
-            try:
-                model.save(tmp)
-            finally:
-                model.optimizer = optimizer
+        with warnings.catch_warnings():  # "HDF5 is legacy": known, and the only format that round-trips here
+            warnings.simplefilter("ignore", UserWarning)
+            model.save(tmp, include_optimizer=False)
     return rel
 
 
