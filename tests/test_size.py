@@ -200,7 +200,7 @@ def test_baseline_is_saved_without_optimizer_state(tiny_run):
 
 @pytest.mark.slow
 def test_smallest_recipe_is_25x_smaller_gzipped_within_half_a_point_on_mnist_5k(tmp_path):
-    """`edgepack run recipes/smallest.toml` without bench/report (about 1.5 minutes on 2 cores)."""
+    """`edgepack run recipes/smallest.toml` without bench/report (about 2 minutes on 2 cores)."""
     from edgepack.pipeline import run_pipeline
 
     run, _ = run_pipeline(Recipe.from_toml(RECIPE), tmp_path / "run", progress=False,
@@ -209,6 +209,6 @@ def test_smallest_recipe_is_25x_smaller_gzipped_within_half_a_point_on_mnist_5k(
     small = run.manifest["export"]["smallest"]
     exports = {a.name: a for a in run.artifacts if a.stage == "export"}
     assert all(a.parity["passed"] for a in exports.values())
-    assert small["gzip_ratio_vs_baseline_tflite"] >= 25.0  # measured 45.3 (18 426 vs 834 773 bytes)
-    assert small["accuracy_drop_points"] <= 0.5  # measured 0.0 (95.8% both)
+    assert small["gzip_ratio_vs_baseline_tflite"] >= 25.0  # measured 34.0 at seed 0
+    assert small["accuracy_drop_points"] <= 0.5  # measured -0.6 (a gain) at seed 0, +0.2 at seed 1
     assert exports[small["artifact"]].precision == "int8"
