@@ -200,7 +200,7 @@ def test_baseline_is_saved_without_optimizer_state(tiny_run):
 
 @pytest.mark.slow
 def test_smallest_recipe_is_25x_smaller_gzipped_within_half_a_point_on_mnist_5k(tmp_path):
-    """`edgepack run recipes/smallest.toml` without bench/report (about 2 minutes on 2 cores)."""
+    """`edgepack run recipes/smallest.toml` without bench/report (about 1 minute on 2 cores)."""
     from edgepack.pipeline import run_pipeline
 
     run, _ = run_pipeline(Recipe.from_toml(RECIPE), tmp_path / "run", progress=False,
