@@ -45,5 +45,16 @@ lean-check:
 fuzz: $(STAMP)
 	$(BIN)/python benchmarks/fuzz_runtime.py --count 2000
 
+# Every exported file of the demo run through the lean runtime as linux/aarch64 under qemu (three CPU models),
+# compared with x86; the runtime's tests and `edgepack bench` under emulation; then the arm64-marked tests.
+# Installs qemu-user-static + mmdebstrap (apt, as root) if missing; caches the aarch64 environment in .arm64/.
+ARM64_RUN ?= runs/demo
+
+arm64-check: $(STAMP)
+	sh benchmarks/arm64/host_deps.sh
+	test -f $(ARM64_RUN)/export/eval.npz || $(BIN)/edgepack run --out $(ARM64_RUN) --force
+	$(BIN)/python benchmarks/arm64/check.py $(ARM64_RUN)
+	$(BIN)/python -m pytest -m arm64 -q tests/test_arm64.py
+
 clean:
 	rm -rf runs build *.egg-info src/*.egg-info

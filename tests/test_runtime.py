@@ -338,3 +338,24 @@ def test_ci_sized_fuzz_run_has_no_crashes_and_only_model_load_errors():
         assert set(outcomes) <= {"ok", "load_error"}
         assert outcomes.get("load_error", 0) > 100  # the damage is real: most copies are refused
     assert out.returncode == 0
+
+
+def test_file_that_aborts_litert_on_aarch64_is_a_model_load_error_on_every_cpu():
+    # A bit-flipped int8 FULLY_CONNECTED found by the fuzzer: x86 LiteRT rejects it in Prepare, aarch64
+    # LiteRT aborts the process there (benchmarks/arm64 runs this test under qemu too).
+    with pytest.raises(ModelLoadError) as err:
+        load(FIX / "crash-aarch64-fc-prepare.tflite")
+    assert "\n" not in str(err.value)
+
+
+def test_a_crash_inside_litert_while_loading_becomes_model_load_error_not_a_dead_process(monkeypatch):
+    import os
+
+    import ai_edge_litert.interpreter as litert
+
+    def abort(*args, **kwargs):  # what a C++ abort in a kernel's Prepare does to the process
+        os.abort()
+
+    monkeypatch.setattr(litert, "Interpreter", abort)  # the probe's forked child inherits it
+    with pytest.raises(ModelLoadError, match=r"crashes on this file \(SIGABRT\)"):
+        load(FIX / "digits-tflite-int8.tflite")

@@ -120,10 +120,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe = Recipe.from_toml(args.recipe) if args.recipe else Recipe.default()
     recipe = _replace(recipe, {"data": _data_settings(args, recipe.data), "train": _train_settings(args, recipe.train)})
     out = args.out or f"runs/run-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    from edgepack.pipeline import ALL_STAGES
+
+    stages = ALL_STAGES
+    if args.stages is not None:
+        stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+        unknown = [s for s in stages if s not in ALL_STAGES]
+        if unknown or "train" not in stages:
+            raise ConfigError(f"--stages {args.stages}: " + (f"unknown stage {unknown[0]!r}; " if unknown else
+                              "train is required; ") + f"choose from {','.join(ALL_STAGES)}")  # fmt: skip
     RunDir.check_target(out, args.force)
     from edgepack.pipeline import run_pipeline
 
-    run, summary = run_pipeline(recipe, out, force=args.force, progress=not args.quiet)
+    run, summary = run_pipeline(recipe, out, force=args.force, progress=not args.quiet, stages=stages)
     _emit(args, summary, _summary_text(summary))
     return 0
 
@@ -215,7 +224,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from edgepack.manifest import RunDir
 
     given = _given(args, formats="formats", precisions="precisions", opset="opset",
-                   calibration_samples="calibration_samples", calibration="calibration")  # fmt: skip
+                   calibration_samples="calibration_samples", calibration="calibration",
+                   int8_layers="int8_layers", quant_format="quant_format",
+                   int8_activations="int8_activations")  # fmt: skip
+    if args.no_fold_transposes:
+        given["fold_transposes"] = False
     settings = _replace(ExportSettings(), {**given, "allow_parity_failure": args.allow_parity_failure})
     run = RunDir.open(args.dir)
     from edgepack.export import export_stage, parity_report, plan, verify_stage
@@ -353,6 +366,8 @@ def _add_run(sub: Any, name: str) -> None:
     _train_options(p)
     p.add_argument("--out", metavar="DIR", help="the new run directory (default runs/run-DATE-TIME)")
     p.add_argument("--force", action="store_true", help="replace DIR if it is an existing edgepack run")
+    p.add_argument("--stages", help="comma list of the stages to run, in pipeline order (default "
+                   "train,compress,export,bench,report)")  # fmt: skip
     _common(p)
 
 
@@ -409,6 +424,13 @@ def _add_export(sub: Any, name: str) -> None:
     p.add_argument("--opset", type=int, help="ONNX opset, 13 to 18 (default 17)")
     p.add_argument("--calibration-samples", type=int, help="training images used to calibrate int8 (default 200)")
     p.add_argument("--calibration", help="ONNX static int8 calibration: minmax, entropy, percentile (default minmax)")
+    p.add_argument("--int8-layers", help="ONNX int8: auto (a node stays fp32 where ORT's profile on this machine "
+                   "shows int8 slower) or all (default auto)")  # fmt: skip
+    p.add_argument("--quant-format", help="ONNX int8 form: qdq or qoperator (default qdq)")
+    p.add_argument("--int8-activations", help="ONNX int8 activations: auto (by the CPU: uint8 with VNNI, else int8), "
+                   "int8 or uint8 (default auto)")  # fmt: skip
+    p.add_argument("--no-fold-transposes", action="store_true",
+                   help="keep the Transpose before Flatten in ONNX files (default: folded into the Dense weights)")  # fmt: skip
     p.add_argument("--allow-parity-failure", action="store_true",
                    help="keep files that fail the parity gate (recorded in the manifest) and exit 0")  # fmt: skip
     p.add_argument("--verify-only", action="store_true", help="rerun the parity gate on the existing exports")
@@ -452,12 +474,12 @@ def _add_compress(sub: Any, name: str) -> None:
 COMMANDS: dict[str, tuple[Callable[[Any, str], None], Callable[[argparse.Namespace], int]]] = {
     "run": (_add_run, cmd_run),
     "train": (_add_train, cmd_train),
+    "compress": (_add_compress, cmd_compress),
+    "export": (_add_export, cmd_export),
     "bench": (_add_bench, cmd_bench),
     "report": (_add_report, cmd_report),
-    "export": (_add_export, cmd_export),
-    "info": (_add_info, cmd_info),
     "predict": (_add_predict, cmd_predict),
-    "compress": (_add_compress, cmd_compress),
+    "info": (_add_info, cmd_info),
 }
 
 

@@ -71,6 +71,22 @@ class Calibration(Choice):
     PERCENTILE = "percentile"
 
 
+class Int8Layers(Choice):
+    AUTO = "auto"  # per node: int8 where ORT's profile on this machine says it is faster, else fp32
+    ALL = "all"  # every quantizable node in int8
+
+
+class QuantFormat(Choice):
+    QDQ = "qdq"
+    QOPERATOR = "qoperator"
+
+
+class Int8Activations(Choice):
+    AUTO = "auto"  # by the CPU's ISA (edgepack.export.onnx.int8_kernels)
+    INT8 = "int8"  # S8S8
+    UINT8 = "uint8"  # U8S8
+
+
 class Runtime(Choice):
     ONNXRUNTIME = "onnxruntime"
     LITERT = "litert"
@@ -261,8 +277,20 @@ class ExportSettings:
     calibration_samples: int = 200
     calibration: Calibration = Calibration.MINMAX
     allow_parity_failure: bool = False
+    # ONNX int8 speed (issue 7): which nodes run int8, the QDQ/QOperator form, S8S8/U8S8, graph rewrites
+    int8_layers: Int8Layers = Int8Layers.AUTO
+    quant_format: QuantFormat = QuantFormat.QDQ
+    int8_activations: Int8Activations = Int8Activations.AUTO
+    fold_transposes: bool = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "int8_layers", Int8Layers.parse(self.int8_layers, "--int8-layers"))
+        object.__setattr__(self, "quant_format", QuantFormat.parse(self.quant_format, "--quant-format"))
+        object.__setattr__(self, "int8_activations", Int8Activations.parse(self.int8_activations, "--int8-activations"))
+        _check(
+            isinstance(self.fold_transposes, bool),
+            f"fold_transposes: got {self.fold_transposes!r}; expected true or false",
+        )
         object.__setattr__(self, "formats", _enum_tuple(self.formats, Format, "--formats"))
         object.__setattr__(self, "precisions", _enum_tuple(self.precisions, Precision, "--precisions"))
         _positive_int(self.opset, "--opset", minimum=13, maximum=18)
@@ -274,7 +302,7 @@ class ExportSettings:
 class BenchSettings:
     """The benchmark matrix: runtimes x threads x batch sizes, and how long each window runs."""
 
-    runtimes: tuple[Runtime, ...] = (Runtime.ONNXRUNTIME, Runtime.LITERT)
+    runtimes: tuple[Runtime, ...] | None = None  # None: every runtime installed (keras only with TensorFlow)
     threads: tuple[int, ...] = (1, 2)
     batch: tuple[int, ...] = (1, 32)
     min_time: float = 0.5  # seconds per timing window
@@ -282,7 +310,8 @@ class BenchSettings:
     label: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "runtimes", _enum_tuple(self.runtimes, Runtime, "--runtimes"))
+        if self.runtimes is not None:
+            object.__setattr__(self, "runtimes", _enum_tuple(self.runtimes, Runtime, "--runtimes"))
         object.__setattr__(self, "threads", _int_tuple(self.threads, "--threads"))
         object.__setattr__(self, "batch", _int_tuple(self.batch, "--batch"))
         _check(isinstance(self.min_time, int | float) and self.min_time > 0,

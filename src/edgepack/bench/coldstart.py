@@ -40,10 +40,16 @@ m(x, training=False)
 t1 = time.perf_counter_ns()
 """
 
+# Linux keeps ru_maxrss across fork+exec, so a child of a big parent (one that loaded TensorFlow) would report
+# the parent's peak; VmHWM in /proc/self/status belongs to this process image alone. ru_maxrss elsewhere.
 _REPORT = """
 import json, resource, sys
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-rss_mb = rss / (1 << 20) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+try:
+    with open("/proc/self/status") as f:
+        rss_mb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+except (OSError, StopIteration):
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_mb = rss / (1 << 20) if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
 print(json.dumps({"cold_start_ms": (t1 - t0) / 1e6, "peak_rss_mb": rss_mb}))
 """
 

@@ -189,9 +189,8 @@ def _bench_lean(t: Target, runtime: str, settings: BenchSettings, x: np.ndarray 
                 inp = pred.prepare(_batch_of(x, batch))
                 timing = time_call(lambda inp=inp, pred=pred: pred.run_prepared(inp), batch=batch, min_time=settings.min_time,
                                    windows=settings.windows)  # fmt: skip
-                rows.append(
-                    {**base, "threads": threads, "batch": batch, "call": "run_prepared", **_timing_fields(timing)}
-                )
+                rows.append({**base, "threads": threads, "batch": batch, "call": "run_prepared",
+                             "delegate": pred.delegate, **_timing_fields(timing)})  # fmt: skip
                 progress(f"{t.name} {runtime} threads={threads} batch={batch}: p50 {timing.p50:.1f} µs")
         finally:
             pred.close()

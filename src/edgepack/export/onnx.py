@@ -1,7 +1,8 @@
 """Keras -> ONNX with tf2onnx, and int8 ONNX with onnxruntime.quantization (static QDQ, dynamic).
 
-Options that issue 7 (performance) will tune are explicit arguments here, with today's defaults: NHWC input
-(``inputs_as_nchw=False``), QDQ rather than QOperator, signed int8 activations and weights (S8S8).
+The int8 options are explicit: QDQ or QOperator, signed or unsigned activations (S8S8 / U8S8, chosen by the CPU's
+ISA in ``int8_kernels``), per-channel weights, nodes kept in fp32 (``nodes_to_exclude``, chosen by the latency plan
+in ``edgepack.export.latency``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class OnnxQuantOptions:
     percentile: float = 99.999
     entropy_bins: int = 2048  # histogram bins for entropy calibration (128 quantized bins)
     calibration_batch: int = 32
+    nodes_to_exclude: tuple[str, ...] = ()  # node names (of the pre-processed model) kept in fp32
 
     def ort_kwargs(self) -> dict[str, Any]:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
@@ -54,8 +56,26 @@ class OnnxQuantOptions:
             "weight_type": types[self.weight_type],
             "per_channel": self.per_channel,
             "calibrate_method": methods[self.calibration],
+            "nodes_to_exclude": list(self.nodes_to_exclude),
             "extra_options": extra,
         }
+
+
+def int8_kernels(isa: list[str], arch: str) -> tuple[str, str]:
+    """The activation type ("uint8" = U8S8, "int8" = S8S8) whose integer kernels this CPU runs best, and why.
+
+    x86 with VNNI (vpdpbusd multiplies u8 x s8 into i32): U8S8 is the native form. x86 without VNNI: S8S8 in QDQ
+    form (vpmaddubsw on AVX2 can saturate with U8S8; ORT's QDQ path converts activations itself). ARM: S8S8, what
+    the dot-product (sdot) and i8mm instructions take.
+    """
+    flags = set(isa)
+    if arch in ("x86_64", "AMD64", "i686", "x86"):
+        if flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+            return "uint8", "x86 with VNNI: U8S8 is the native vpdpbusd form"
+        return "int8", "x86 without VNNI: S8S8 (U8S8 on vpmaddubsw can saturate)"
+    if "dotprod" in flags or "i8mm" in flags:
+        return "int8", "ARM with dot-product/i8mm: S8S8 (sdot/smmla)"
+    return "int8", f"{arch}: S8S8, the ONNX Runtime default"
 
 
 def convert_onnx(model: Any, path: str | Path, opset: int, inputs_as_nchw: bool = False) -> Path:
@@ -88,14 +108,16 @@ class _Reader:
 
 
 def quantize_onnx_static(fp32_path: str | Path, path: str | Path, calibration: np.ndarray,
-                         options: OnnxQuantOptions = OnnxQuantOptions()) -> Path:  # fmt: skip
+                         options: OnnxQuantOptions = OnnxQuantOptions(), pre_processed: bool = False) -> Path:  # fmt: skip
     """Static int8 (QDQ by default, per-channel weights) calibrated on ``calibration`` (float32 NHWC),
-    after ``quant_pre_process`` (shape inference + graph optimisation)."""
+    after ``quant_pre_process`` (shape inference + graph optimisation; skipped when ``pre_processed``). Nodes in
+    ``options.nodes_to_exclude`` stay fp32, and the quantizers where fp32 hands over to int8 are pinned in place
+    (``onnx_graph.pin_boundary_quantizers``)."""
     import onnx
     from onnxruntime.quantization import quantize_static
 
     with tempfile.TemporaryDirectory(prefix="edgepack-onnx-") as tmp:
-        pre = _pre_process(fp32_path, Path(tmp) / "pre.onnx")
+        pre = Path(fp32_path) if pre_processed else _pre_process(fp32_path, Path(tmp) / "pre.onnx")
         input_name = onnx.load(str(pre)).graph.input[0].name
         # equal batches: the histogram calibrators (entropy, percentile) stack per-batch outputs with
         # np.asarray and fail on a short last batch
@@ -106,7 +128,17 @@ def quantize_onnx_static(fp32_path: str | Path, path: str | Path, calibration: n
             kwargs["calibration_cache_path"] = _entropy_ranges(pre, reader, options, Path(tmp))
         with atomic_path(path) as out, _quiet_root_logger():
             quantize_static(str(pre), str(out), reader, **kwargs)
+            if options.nodes_to_exclude:
+                from edgepack.export.onnx_graph import pin_boundary_quantizers
+
+                pinned, _ = pin_boundary_quantizers(onnx.load(str(out)))
+                atomic_write_bytes(out, pinned.SerializeToString())
     return Path(path)
+
+
+def pre_process(src: str | Path, dst: str | Path) -> Path:
+    """ORT's recommended pre-quantization step (public wrapper: the latency plan needs the same node names)."""
+    return _pre_process(src, Path(dst))
 
 
 def _entropy_ranges(model: Path, reader: _Reader, options: OnnxQuantOptions, tmp: Path) -> Path:

@@ -8,6 +8,7 @@ compressed model exists the baseline is also exported at fp32 as the size/accura
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -124,8 +125,8 @@ def export_stage(run: RunDir, settings: ExportSettings, progress: bool = True) -
                 models[src.name] = load_keras(run.file(src))
                 references[src.name] = _keras_probs(models[src.name], data.x_test, data.scale)
             advance(job.name)
-            _make(job, models[src.name], run.path / job.path, calibration, settings, Path(tmp))
-            artifacts.append(_verify(run, job, references[src.name], data, settings, models[src.name], size_ref))
+            made = _make(job, models[src.name], run.path / job.path, calibration, settings, Path(tmp))
+            artifacts.append(_verify(run, job, references[src.name], data, settings, models[src.name], made, size_ref))
             if job.is_size_reference:
                 size_ref = {"artifact": job.name, "gzip_bytes": artifacts[-1].metrics["gzip_bytes"], "exported": True}
     failed = [a for a in artifacts if not a.parity["passed"]]
@@ -164,7 +165,7 @@ def verify_stage(run: RunDir, settings: ExportSettings) -> list[Artifact]:
             models[src.name] = load_keras(run.file(src))
             refs[src.name] = _keras_probs(models[src.name], data.x_test, data.scale)
         job = Job(src, a.format, a.precision, qat=src.stage == "qat")
-        artifacts.append(_verify(run, job, refs[src.name], data, settings, models[src.name], size_ref))
+        artifacts.append(_verify(run, job, refs[src.name], data, settings, models[src.name], size_ref=size_ref))
     failed = [a for a in artifacts if not a.parity["passed"]]
     run.manifest.setdefault("export", {}).update(
         {"parity_failed": [a.name for a in failed], "parity_overridden": bool(failed) and settings.allow_parity_failure}
@@ -180,44 +181,111 @@ def verify_stage(run: RunDir, settings: ExportSettings) -> list[Artifact]:
 # -- making one file ------------------------------------------------------------------------------
 
 
-def _make(job: Job, model: Any, path: Path, calibration: np.ndarray, settings: ExportSettings, tmp: Path) -> None:
-    from edgepack.export.onnx import (
-        OnnxQuantOptions,
-        convert_onnx,
-        qdq_weights_from_qat,
-        quantize_onnx_dynamic,
-        quantize_onnx_static,
-    )
+def _make(job: Job, model: Any, path: Path, calibration: np.ndarray, settings: ExportSettings,
+          tmp: Path) -> dict[str, Any]:  # fmt: skip
+    """Write ``job``'s file; returns what the artifact's settings should record about how it was made."""
+    from edgepack.export.onnx import convert_onnx, qdq_weights_from_qat, quantize_onnx_dynamic
     from edgepack.files import atomic_write_bytes
 
     if job.format == "tflite":
         from edgepack.export.tflite import convert_tflite
 
         atomic_write_bytes(path, convert_tflite(model, job.precision, calibration, qat=job.qat))
-        return
+        return {}
     if job.qat:
         with atomic_path(path) as out:
             convert_onnx(model, out, settings.opset)
             n = qdq_weights_from_qat(out, model)
             log.debug("%s: %d weight tensors stored as int8 + DequantizeLinear", job.name, n)
-        return
+        return {}
+    made: dict[str, Any] = {}
     if job.precision == "fp32":
         convert_onnx(model, path, settings.opset)
-        return
+        if settings.fold_transposes:
+            made["folded_transposes"] = _fold_transposes(path)
+        return made
+    # The int8 file is quantized from the unfolded graph: ORT runs QLinearConv in NHWC, where tf2onnx's
+    # Transpose(NCHW -> NHWC) before Flatten cancels against ORT's own; folded, ORT would add one back.
     fp32 = tmp / f"{job.source.name}-fp32.onnx"
     if not fp32.exists():
         convert_onnx(model, fp32, settings.opset)
     if job.precision == "int8":
-        quantize_onnx_static(fp32, path, calibration, OnnxQuantOptions(calibration=settings.calibration.value))
+        made.update(_make_onnx_int8(fp32, path, calibration, settings, tmp / job.name))
     else:
-        quantize_onnx_dynamic(fp32, path)
+        src = fp32
+        if settings.fold_transposes:
+            src = tmp / f"{job.source.name}-fp32-folded.onnx"
+            shutil.copyfile(fp32, src)
+            made["folded_transposes"] = _fold_transposes(src)
+        quantize_onnx_dynamic(src, path)
+    return made
+
+
+def _fold_transposes(path: Path) -> int:
+    """Fold the Transpose before Flatten into the next Dense weight (``onnx_graph.fold_flatten_transpose``)."""
+    import onnx
+
+    from edgepack.export.onnx_graph import fold_flatten_transpose
+    from edgepack.files import atomic_write_bytes
+
+    folded, n = fold_flatten_transpose(onnx.load(str(path)))
+    if n:
+        atomic_write_bytes(path, folded.SerializeToString())
+    return n
+
+
+def _make_onnx_int8(fp32: Path, path: Path, calibration: np.ndarray, settings: ExportSettings,
+                    work: Path) -> dict[str, Any]:  # fmt: skip
+    """Static int8 ONNX with the kernels this CPU runs best and, with int8_layers=auto, the latency plan."""
+    import dataclasses
+    import platform
+
+    from edgepack.export.onnx import OnnxQuantOptions, int8_kernels, pre_process, quantize_onnx_static
+    from edgepack.machine import isa_features
+
+    if settings.int8_activations.value == "auto":
+        activations, why = int8_kernels(isa_features(), platform.machine())
+    else:
+        activations, why = settings.int8_activations.value, "set in the recipe"
+    options = OnnxQuantOptions(calibration=settings.calibration.value, quant_format=settings.quant_format.value,
+                               activation_type=activations)  # fmt: skip
+    made: dict[str, Any] = {"quant_format": options.quant_format, "per_channel": options.per_channel,
+                            "activation_type": activations, "weight_type": options.weight_type,
+                            "activation_type_reason": why, "int8_layers": settings.int8_layers.value}  # fmt: skip
+    if settings.int8_layers.value == "all":
+        quantize_onnx_static(fp32, path, calibration, options)
+        return made
+    from edgepack.export.latency import plan_int8
+
+    work.mkdir(parents=True, exist_ok=True)
+    pre = pre_process(fp32, work / "pre.onnx")
+
+    def quantize(exclude: tuple[str, ...], out: Path) -> Path:
+        opts = dataclasses.replace(options, nodes_to_exclude=exclude)
+        return quantize_onnx_static(pre, out, calibration, opts, pre_processed=True)
+
+    chosen, record = plan_int8(pre, quantize, calibration[:1], work)
+    with atomic_path(path) as out:
+        shutil.copyfile(chosen, out)
+    made["latency_plan"] = _compact(record)
+    log.info("%s: %s (%s)", path.name, record["decision"], record.get("reason", ""))
+    return made
+
+
+def _compact(record: dict[str, Any]) -> dict[str, Any]:
+    """The plan for the bundle, with each profile as [node, kernel, µs] rows."""
+    out = {k: v for k, v in record.items() if k != "profiles"}
+    out["profiles_us"] = {k: [[r["name"], r["op"], round(r["us"], 2)] for r in rows]
+                          for k, rows in record.get("profiles", {}).items()}  # fmt: skip
+    return out
 
 
 # -- verifying one file ---------------------------------------------------------------------------
 
 
 def _verify(run: RunDir, job: Job, reference: np.ndarray, data: Any, settings: ExportSettings,
-            model: Any, size_ref: dict[str, Any] | None = None) -> Artifact:  # fmt: skip
+            model: Any, made: dict[str, Any] | None = None,
+            size_ref: dict[str, Any] | None = None) -> Artifact:  # fmt: skip
     from edgepack.export.inspect import describe
     from edgepack.export.parity import check, run_file
 
@@ -234,8 +302,10 @@ def _verify(run: RunDir, job: Job, reference: np.ndarray, data: Any, settings: E
     if job.precision == "int8" and not job.qat:
         artifact_settings.update(calibration=settings.calibration.value,
                                  calibration_samples=settings.calibration_samples)  # fmt: skip
-        if job.format == "onnx":
-            artifact_settings.update(quant_format="qdq", per_channel=True, activation_type="int8")
+    if made is None:  # re-verified: keep how the export made the file
+        previous = next((a for a in run.artifacts if a.name == job.name), None)
+        made = {k: v for k, v in (previous.settings if previous else {}).items() if k not in artifact_settings}
+    artifact_settings.update(made)
     if job.qat:
         artifact_settings["from_qat"] = True
     artifact = Artifact(

@@ -1,13 +1,16 @@
 """The two engines behind a Predictor, reduced to what it needs: describe the I/O and run one batch.
 
-onnxruntime: one InferenceSession shared by all threads (``Run`` is thread-safe). LiteRT: an interpreter is
-not thread-safe, so a pool hands each concurrent caller its own interpreter (made from the same bytes);
-each interpreter is resized only when the batch size it last ran changes. Engines are imported here, lazily:
-loading a .tflite never imports onnxruntime and vice versa.
+onnxruntime: one InferenceSession shared by all threads (``Run`` is thread-safe); each thread runs through its own
+I/O binding with a preallocated output buffer per input shape (the lightest public call, ~1 µs less than
+``session.run``, which allocates the output and checks the feed in Python) and gets a copy of that buffer.
+LiteRT: an interpreter is not thread-safe, so a pool hands each concurrent caller its own interpreter (made from
+the same bytes); each interpreter is resized only when the batch size it last ran changes. Engines are imported
+here, lazily: loading a .tflite never imports onnxruntime and vice versa.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from typing import Any, Protocol
 
@@ -19,6 +22,7 @@ ORT_DTYPES = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(uint8)
 
 class Engine(Protocol):
     backend: str
+    delegate: str  # what runs the graph: "CPUExecutionProvider", "xnnpack" or "builtin" (LiteRT's own kernels)
     input_name: str
     input_shape: list[Any]  # [N, H, W, C]; N may be None
     input_dtype: str
@@ -46,6 +50,7 @@ def _columns(shape: list[Any]) -> int:
 
 class OrtEngine:
     backend = "onnxruntime"
+    delegate = "CPUExecutionProvider"
 
     def __init__(self, content: bytes, threads: int | None) -> None:
         import onnxruntime as ort
@@ -69,13 +74,38 @@ class OrtEngine:
         self.output_dtype = ORT_DTYPES.get(out.type, out.type)
         self.input_quantization = self.output_quantization = None  # QDQ models keep float I/O
         self._outputs = [out.name]
+        self._local = threading.local()  # per thread: {(shape, dtype): (binding, output buffer)}
+        self._bindable = len(outputs) == 1 and self.output_dtype in ("float32", "int8", "uint8") \
+            and _columns(self.output_shape) > 0  # fmt: skip
 
     @property
     def n_outputs(self) -> int:
         return _columns(self.output_shape)
 
     def run(self, inp: np.ndarray) -> np.ndarray:
-        return self._session.run(self._outputs, {self.input_name: inp})[0]
+        if not self._bindable or not inp.flags.c_contiguous:
+            return self._session.run(self._outputs, {self.input_name: inp})[0]
+        slots = self._local.__dict__.setdefault("slots", {})
+        key = (inp.shape, inp.dtype.str)
+        slot = slots.get(key)
+        if slot is None:
+            if len(slots) >= 8:  # a few batch sizes per thread; a caller cycling through many rebuilds
+                slots.clear()
+            slot = slots[key] = self._bind(inp.shape[0])
+        binding, out = slot
+        binding.bind_cpu_input(self.input_name, inp)
+        # no RunOptions: with one, ORT 1.32 looks up a WebGPU graph id that is not there and pays ~30 µs for the
+        # C++ exception (measured); without, the call is ~1.5 µs cheaper than session.run
+        self._session.run_with_iobinding(binding)
+        return out.copy()  # the buffer is reused by this thread's next call
+
+    def _bind(self, n: int) -> tuple[Any, np.ndarray]:
+        import onnxruntime as ort
+
+        out = np.empty((n, *self.output_shape[1:]), dtype=self.output_dtype)
+        binding = self._session.io_binding()
+        binding.bind_ortvalue_output(self.output_name, ort.OrtValue.ortvalue_from_numpy(out))
+        return binding, out
 
     def close(self) -> None:
         self._session = None  # type: ignore[assignment]
@@ -112,6 +142,9 @@ class LiteRTEngine:
         self.output_dtype = np.dtype(out["dtype"]).name
         self.input_quantization = _litert_quant(inp["quantization"])
         self.output_quantization = _litert_quant(out["quantization"])
+        # LiteRT applies its default CPU delegate (XNNPACK) to the nodes it supports, as one DELEGATE node
+        ops = [o.get("op_name") for o in it._get_ops_details()] if hasattr(it, "_get_ops_details") else []
+        self.delegate = "xnnpack" if "DELEGATE" in ops else "builtin"
         # deque.append/pop are atomic in CPython: the pool needs no lock, and the interpreter a caller
         # pops is its own until it is appended back.
         self._idle: deque[_Slot] = deque([first])

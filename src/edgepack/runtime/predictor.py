@@ -63,6 +63,7 @@ class Predictor:
         self.path = path
         self.format = fmt
         self.backend = engine.backend
+        self.delegate = getattr(engine, "delegate", engine.backend)  # which kernels run the graph
         self.input_spec = input_spec
         self.output_spec = output_spec
         self.labels = labels
@@ -203,6 +204,8 @@ def load(path: str | os.PathLike[str], backend: str = "auto", threads: int | Non
                                  f"{bundle_path.name} says {str(bundle.get('sha256'))[:16]}…: the file was changed "
                                  "or damaged (verify=False skips this check)")  # fmt: skip
     validate.check(fmt, content, model_path)
+    if fmt == "tflite":
+        validate.probe_tflite(content, model_path)
     engine = _open_engine(fmt, content, threads, model_path)
     try:
         input_spec, output_spec, labels = _specs(engine, bundle, model_path)

@@ -11,7 +11,10 @@ reads, and every tensor must have a sane rank and byte size. Pure Python: it can
 
 from __future__ import annotations
 
+import os
+import signal
 import struct
+import time
 from pathlib import Path
 
 from edgepack.errors import ModelLoadError
@@ -57,6 +60,59 @@ def check(fmt: str, content: bytes, path: Path) -> None:
 
 class _Bad(Exception):
     pass
+
+
+PROBE_TIMEOUT_S = 60.0
+
+
+def probe_tflite(content: bytes, path: Path, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Load, allocate and invoke the model once in a forked child; a crash there is a ModelLoadError here.
+
+    Some malformed files pass the flatbuffer verifier and the checks above but make LiteRT's C++ abort the
+    whole process while preparing a kernel (seen on aarch64 only: a bit-flipped int8 FULLY_CONNECTED that
+    x86 rejects cleanly). A fork costs a few milliseconds and takes nothing down with it. Python-level
+    errors in the child are left for the parent's own load to report with their message.
+    """
+    if not hasattr(os, "fork"):
+        return
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller's code
+        code = 0
+        try:
+            import faulthandler
+
+            faulthandler.disable()  # a crash here is the finding, not something to dump
+            devnull = os.open(os.devnull, os.O_WRONLY)  # LiteRT's C++ banners: the parent prints its own
+            os.dup2(devnull, 2)
+            import numpy as np
+            from ai_edge_litert.interpreter import Interpreter
+
+            it = Interpreter(model_content=content, num_threads=1)
+            it.allocate_tensors()
+            d = it.get_input_details()[0]
+            for n in (1, 2):  # the first call and a batch resize both run the kernels' Prepare
+                shape = [n, *[int(s) for s in d["shape"][1:]]]
+                it.resize_tensor_input(d["index"], shape, strict=False)
+                it.allocate_tensors()
+                it.set_tensor(d["index"], np.zeros(shape, dtype=d["dtype"]))
+                it.invoke()
+        except BaseException:  # noqa: BLE001 - reported by the parent's own load
+            code = 3
+        os._exit(code)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise ModelLoadError(f"{path}: the TFLite interpreter did not finish loading this file in {timeout:g} s")
+        time.sleep(0.001)
+    if os.WIFSIGNALED(status):
+        name = signal.Signals(os.WTERMSIG(status)).name
+        raise ModelLoadError(f"{path}: the TFLite interpreter crashes on this file ({name}); it is damaged or not "
+                             "a model this runtime can run")  # fmt: skip
 
 
 class _FlatBuffer:
