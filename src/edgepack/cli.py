@@ -273,10 +273,12 @@ def _compress_settings(
     epochs = {"epochs": args.epochs} if args.epochs is not None else {}
     prune = cluster = qat = None
     if args.prune is not None or args.m_by_n is not None:
-        given = _given(args, sparsity="prune", schedule="schedule", m_by_n="m_by_n")
+        given = _given(args, sparsity="prune", schedule="schedule", m_by_n="m_by_n", layer_sparsity="layer_sparsity")
         prune = PruneSettings(**given, layers=layers, **epochs)
     elif args.schedule is not None:
         raise ConfigError("--schedule: only applies with --prune S")
+    elif args.layer_sparsity is not None:
+        raise ConfigError("--layer-sparsity: only applies with --prune S")
     if args.cluster is not None:
         cluster = ClusterSettings(**_given(args, clusters="cluster", init="cluster_init"), layers=layers, **epochs)
     elif args.cluster_init is not None:
@@ -321,6 +323,12 @@ def _summary_text(summary: dict[str, Any]) -> str:
     rec = summary.get("recommended")
     if rec:
         lines.append(f"recommended file: {rec['artifact']} ({rec['format']} {rec['precision']}, {rec['runtime']})")
+    small = summary.get("smallest")
+    if small:
+        ratio = small.get("gzip_ratio_vs_baseline_tflite")
+        lines.append(f"smallest file within {small['max_drop_points']:g} point of the baseline: {small['artifact']}, "
+                     f"{small['gzip_bytes']:,} bytes gzipped" + (f", {ratio:.1f}x smaller than the gzipped baseline "
+                     "fp32 .tflite" if ratio else ""))  # fmt: skip
     if summary.get("report"):
         lines.append(f"report: {summary['report']}")
     return "\n".join(lines)
@@ -444,6 +452,8 @@ def _add_compress(sub: Any, name: str) -> None:
     p.add_argument("dir", metavar="DIR", help="a run directory made by `edgepack train` or `edgepack run`")
     p.add_argument("--prune", type=float, metavar="S", help="magnitude pruning to sparsity S in [0, 1), e.g. 0.8")
     p.add_argument("--schedule", help="polynomial (default, ramps up) or constant")
+    p.add_argument("--layer-sparsity", dest="layer_sparsity", metavar="L=S,...", help="per-layer targets that "
+                   "override --prune, e.g. dense=0.97,conv2=0.85 (0 leaves a layer unpruned)")  # fmt: skip
     p.add_argument("--m-by-n", dest="m_by_n", metavar="M:N", help="structured sparsity instead of a target: 2:4")
     p.add_argument("--cluster", type=int, metavar="K", help="weight clustering with K centroids per kernel (2..256)")
     p.add_argument("--cluster-init", dest="cluster_init", help="centroid initialization: kmeans++ (default), linear, "

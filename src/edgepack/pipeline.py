@@ -89,11 +89,14 @@ def summarize(run: RunDir) -> dict[str, Any]:
         "run_dir": str(run.path),
         "dataset": run.manifest.get("dataset", {}),
         "recommended": run.manifest.get("recommended"),
+        "smallest": run.manifest.get("export", {}).get("smallest"),
         "report": str(run.path / "report.html") if (run.path / "report.html").is_file() else None,
         "artifacts": [
             {"name": a.name, "path": a.path, "format": a.format, "precision": a.precision, "stage": a.stage,
              "accuracy": a.metrics.get("accuracy"), "sparsity": a.metrics.get("sparsity"),
-             "size_bytes": a.metrics.get("size_bytes"), "parity": (a.parity or {}).get("passed")}
+             "size_bytes": a.metrics.get("size_bytes"), "gzip_bytes": a.metrics.get("gzip_bytes"),
+             "gzip_ratio_vs_baseline_tflite": a.metrics.get("gzip_ratio_vs_baseline_tflite"),
+             "parity": (a.parity or {}).get("passed")}
             for a in run.artifacts
         ],
     }  # fmt: skip

@@ -121,6 +121,26 @@ def _enum_tuple(values: Any, cls: type[Choice], what: str) -> tuple:
     return tuple(dict.fromkeys(cls.parse(v, what) for v in values))
 
 
+def _layer_fractions(values: Any, what: str) -> dict[str, float]:
+    """{layer: fraction in [0, 1)} from a table or from "name=0.9,other=0.5"."""
+    if isinstance(values, str):
+        pairs = [v.split("=", 1) for v in values.split(",") if v.strip()]
+        _check(all(len(p) == 2 for p in pairs), f"{what}: got {values!r}; expected layer=sparsity pairs separated "
+               "by commas, e.g. dense=0.97,conv2=0.85")  # fmt: skip
+        try:
+            values = {name.strip(): float(v) for name, v in pairs}
+        except ValueError:
+            raise ConfigError(f"{what}: got {values!r}; each sparsity must be a number in [0, 1)") from None
+    _check(isinstance(values, dict) and len(values) > 0,
+           f"{what}: got {values!r}; expected a table of layer = sparsity, e.g. dense = 0.97")  # fmt: skip
+    out = {}
+    for name, value in values.items():
+        _check(isinstance(name, str) and name.strip() != "", f"{what}: got layer name {name!r}; expected a name")
+        _fraction(value, f"{what} {name}", 0.0, 1.0)
+        out[name.strip()] = float(value)
+    return out
+
+
 def _int_tuple(values: Any, what: str) -> tuple[int, ...]:
     if isinstance(values, str):
         try:
@@ -184,6 +204,9 @@ class PruneSettings:
     epochs: int = 2  # fine-tuning epochs; begin/end step and frequency are derived from these
     initial_sparsity: float = 0.0
     learning_rate: float = 5e-4  # 1e-4 recovers too little in 2 epochs on small data (800 images: -22 points)
+    # per-layer targets that override `sparsity`, e.g. {"dense": 0.97, "conv2": 0.85}; 0 leaves a layer unpruned.
+    # In TOML a table ([prune.layer_sparsity] dense = 0.97), on the command line "dense=0.97,conv2=0.85".
+    layer_sparsity: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         _fraction(self.sparsity, "--prune", 0.0, 1.0)
@@ -197,6 +220,18 @@ class PruneSettings:
         _check(self.initial_sparsity <= self.sparsity,
                f"prune initial_sparsity: got {self.initial_sparsity}; expected <= sparsity {self.sparsity}")  # fmt: skip
         _fraction(self.learning_rate, "prune learning_rate", 0.0, 1.0)
+        if self.layer_sparsity is not None:
+            object.__setattr__(self, "layer_sparsity", _layer_fractions(self.layer_sparsity, "--layer-sparsity"))
+            _check(self.m_by_n is None, "--layer-sparsity: does not apply with --m-by-n (the pattern fixes the "
+                   "sparsity); give one or the other")  # fmt: skip
+            for name, value in self.layer_sparsity.items():
+                _check(value == 0.0 or self.initial_sparsity <= value,
+                       f"--layer-sparsity {name}={value}: below prune initial_sparsity {self.initial_sparsity}; "
+                       f"expected 0 (not pruned) or a value >= {self.initial_sparsity}")  # fmt: skip
+
+    def target(self, layer: str) -> float:
+        """The sparsity ``layer`` is pruned to: its own entry in ``layer_sparsity``, else ``sparsity``."""
+        return (self.layer_sparsity or {}).get(layer, self.sparsity)
 
 
 @dataclass(frozen=True)

@@ -54,11 +54,11 @@ def plan_schedule(settings: PruneSettings, n_train: int, batch_size: int) -> Pru
     return PruningPlan(spe, total, 0, frequency * (ramp // frequency), frequency)
 
 
-def _schedule(settings: PruneSettings, plan: PruningPlan) -> Any:
+def _schedule(settings: PruneSettings, plan: PruningPlan, target: float) -> Any:
     sched = tfmot.sparsity.keras
     if settings.m_by_n is not None or settings.schedule is Schedule.CONSTANT:
-        return sched.ConstantSparsity(settings.sparsity, begin_step=plan.begin_step, frequency=plan.frequency)
-    return sched.PolynomialDecay(initial_sparsity=settings.initial_sparsity, final_sparsity=settings.sparsity,
+        return sched.ConstantSparsity(target, begin_step=plan.begin_step, frequency=plan.frequency)
+    return sched.PolynomialDecay(initial_sparsity=settings.initial_sparsity, final_sparsity=target,
                                  begin_step=plan.begin_step, end_step=plan.end_step, power=3,
                                  frequency=plan.frequency)  # fmt: skip
 
@@ -69,8 +69,16 @@ def parse_m_by_n(text: str) -> tuple[int, int]:
 
 
 def prune_layers(model: keras.Model, settings: PruneSettings) -> tuple[str, ...]:
-    """The layers pruning will wrap: explicit, or every Conv2D/Dense (for M:N, those whose input axis holds a block)."""
+    """The layers pruning will wrap: explicit, or every Conv2D/Dense (for M:N, those whose input axis holds a block),
+    less those whose ``layer_sparsity`` is 0."""
     names = select_layers(model, settings.layers)
+    if settings.layer_sparsity is not None:
+        given = select_layers(model, tuple(settings.layer_sparsity), what="--layer-sparsity")  # unknown names fail
+        outside = [name for name in given if name not in names]
+        if outside:
+            raise ConfigError(f"--layer-sparsity: layer {outside[0]!r} is not among the pruned layers; "
+                              f"pruned layers: {', '.join(names)}")  # fmt: skip
+        return tuple(name for name in names if settings.target(name) > 0.0)
     if settings.m_by_n is None:
         return names
     _, n = parse_m_by_n(settings.m_by_n)
@@ -94,13 +102,19 @@ def prune(
     """Prune and fine-tune a copy of ``model``; returns the stripped model and what was done."""
     layers = prune_layers(model, settings)
     plan = plan_schedule(settings, len(data.y_train), batch_size)
-    params: dict[str, Any] = {"pruning_schedule": _schedule(settings, plan)}
+    params: dict[str, Any] = {}
     if settings.m_by_n is not None:
         params["sparsity_m_by_n"] = parse_m_by_n(settings.m_by_n)
-    wrapped = wrap_layers(model, layers, lambda layer: tfmot.sparsity.keras.prune_low_magnitude(layer, **params))
+
+    def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
+        schedule = _schedule(settings, plan, settings.target(layer.name))  # one schedule per layer: its own target
+        return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule, **params)
+
+    wrapped = wrap_layers(model, layers, wrap)
     history = fine_tune(
         wrapped, data, epochs=settings.epochs, learning_rate=settings.learning_rate, batch_size=batch_size,
         description="pruning", callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], progress=progress,
     )  # fmt: skip
     stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
-    return stripped, {"layers": list(layers), "plan": plan.to_dict(), "history": history}
+    targets = {name: settings.target(name) for name in layers}
+    return stripped, {"layers": list(layers), "targets": targets, "plan": plan.to_dict(), "history": history}

@@ -38,23 +38,18 @@ def save_keras(model: keras.Model, run: RunDir, name: str) -> str:
 
     tfmot 0.8.1 QAT models do not survive the native .keras format: loading rebuilds QuantizeLayer and the
     wrappers with another variable count ("Layer 'quantize_layer' expected 5 variables, but received 3"),
-    so they are saved as HDF5, which round-trips exactly. The native format also has no
-    include_optimizer=False, so the optimizer is detached while saving (Adam moments triple the file).
+    so they are saved as HDF5, which round-trips exactly. Float models go through train.save_model, which
+    also leaves the optimizer out.
     """
-    quantized = any(_is_quantized(layer) for layer in model.layers)
-    rel = f"models/{name}.h5" if quantized else f"models/{name}.keras"
+    from edgepack.train.fit import save_model
+
+    if not any(_is_quantized(layer) for layer in model.layers):
+        return save_model(model, run, name)
+    rel = f"models/{name}.h5"
     with atomic_path(run.path / rel) as tmp:
-        if quantized:
-            with warnings.catch_warnings():  # "HDF5 is legacy": known, and the only format that round-trips here
-                warnings.simplefilter("ignore", UserWarning)
-                model.save(tmp, include_optimizer=False)
-        else:
-            optimizer = model.optimizer
-            model.optimizer = None
-            try:
-                model.save(tmp)
-            finally:
-                model.optimizer = optimizer
+        with warnings.catch_warnings():  # "HDF5 is legacy": known, and the only format that round-trips here
+            warnings.simplefilter("ignore", UserWarning)
+            model.save(tmp, include_optimizer=False)
     return rel
 
 
@@ -78,6 +73,13 @@ def check_pruned(stats: dict[str, Any], layers: list[str], settings: PruneSettin
         if bad:
             raise CheckFailed(f"{what}: {settings.m_by_n} pattern not reached: blocks of {n} with fewer than {m} "
                               f"zeros: {', '.join(f'{k} {v}' for k, v in bad.items())}")  # fmt: skip
+        return
+    if settings.layer_sparsity is not None:  # each layer against its own target
+        short = [n for n in layers if stats["layers"][n]["sparsity"] < settings.target(n) - TOLERANCE]
+        if short:
+            text = ", ".join(f"{n} {stats['layers'][n]['sparsity']:.4f} (target {settings.target(n):.4f})"
+                             for n in short)  # fmt: skip
+            raise CheckFailed(f"{what}: per-layer sparsity not reached: {text}")
         return
     reached = _sparsity_over(stats, layers)
     if reached < settings.sparsity - TOLERANCE:
@@ -168,7 +170,7 @@ def compress_stage(
         stats = measure(model, tuple(info["layers"]))
         check_pruned(stats, info["layers"], prune, "prune")
         stats["history"] = info["history"]
-        settings = {**to_plain(prune), "layers": info["layers"], "plan": info["plan"]}
+        settings = {**to_plain(prune), "layers": info["layers"], "targets": info["targets"], "plan": info["plan"]}
         out.append(record("pruned", "prune", model, parent, settings, stats, start))
         parent = "pruned"
     if cluster is not None:

@@ -109,14 +109,15 @@ def check(precision: str, probs: np.ndarray, reference: np.ndarray, y: np.ndarra
     return result
 
 
-def parity_table(rows: list[dict[str, Any]], width: int = 190) -> str:
-    """One table for all artifacts: every check, pass or fail, and the sparsity that survived export."""
+def parity_table(rows: list[dict[str, Any]], width: int = 210) -> str:
+    """One table for all artifacts: every check, pass or fail, the sparsity that survived export, and the gzip
+    size (× smaller: the gzipped baseline fp32 .tflite over this file gzipped)."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="parity gate (same held-out batch, each file in its own runtime)")
     for col in ("artifact", "runtime", "source", "n", "max |Δ|", "tol", "top-1 agree", "acc", "src acc",
-                "Δacc pts", "zeros file/keras", "size KB", "verdict"):  # fmt: skip
+                "Δacc pts", "zeros file/keras", "size KB", "gzip KB", "× smaller", "verdict"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("artifact", "runtime", "source", "verdict") else "right",
                          no_wrap=col != "verdict")  # fmt: skip
     for r in rows:
@@ -139,7 +140,9 @@ def parity_table(rows: list[dict[str, Any]], width: int = 190) -> str:
             f"{r['accuracy']:.4f}" if r.get("accuracy") is not None else "",
             f"{p['source_accuracy']:.4f}" if "source_accuracy" in p else "",
             f"{-p['accuracy_drop_points']:+.2f}" if "accuracy_drop_points" in p else "",
-            zeros, f"{r['size_bytes'] / 1024:.1f}" if r.get("size_bytes") else "", verdict,
+            zeros, f"{r['size_bytes'] / 1024:.1f}" if r.get("size_bytes") else "",
+            f"{r['gzip_bytes'] / 1024:.1f}" if r.get("gzip_bytes") else "",
+            f"{r['gzip_ratio']:.1f}" if r.get("gzip_ratio") else "", verdict,
         )  # fmt: skip
     buf = io.StringIO()
     Console(width=width, file=buf, color_system=None).print(table)

@@ -30,6 +30,7 @@ EVAL_FILE = f"{EXPORT_DIR}/eval.npz"
 FLOAT_SOURCE_STAGES = ("cluster", "prune", "train")  # the last float model wins, in this order
 SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 SUPPORTED = {"tflite": ("fp32", "fp16", "dynamic", "int8"), "onnx": ("fp32", "dynamic", "int8")}
+SIZE_REFERENCE = "baseline-tflite-fp32"  # sizes are compared with the gzipped float .tflite of the baseline
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class Job:
     @property
     def path(self) -> str:
         return f"{EXPORT_DIR}/{self.name}{SUFFIX[self.format]}"
+
+    @property
+    def is_size_reference(self) -> bool:
+        return self.source.stage == "train" and self.format == "tflite" and self.precision == "fp32"
 
 
 def plan(run: RunDir, settings: ExportSettings) -> list[Job]:
@@ -100,7 +105,7 @@ def export_stage(run: RunDir, settings: ExportSettings, progress: bool = True) -
     failing files unless ``settings.allow_parity_failure``.
     """
     start = time.perf_counter()
-    jobs = plan(run, settings)
+    jobs = sorted(plan(run, settings), key=lambda j: not j.is_size_reference)  # reference first: sizes compare to it
     from edgepack.data import load_from_run
 
     data = load_from_run(run.path, run.manifest["dataset"])
@@ -112,6 +117,7 @@ def export_stage(run: RunDir, settings: ExportSettings, progress: bool = True) -
     models: dict[str, Any] = {}
     references: dict[str, np.ndarray] = {}
     artifacts: list[Artifact] = []
+    size_ref = None if jobs[0].is_size_reference else _size_reference_in_memory(run)
     with tempfile.TemporaryDirectory(prefix="edgepack-export-") as tmp, _progress(progress, len(jobs)) as advance:
         for job in jobs:
             src = job.source
@@ -120,12 +126,16 @@ def export_stage(run: RunDir, settings: ExportSettings, progress: bool = True) -
                 references[src.name] = _keras_probs(models[src.name], data.x_test, data.scale)
             advance(job.name)
             made = _make(job, models[src.name], run.path / job.path, calibration, settings, Path(tmp))
-            artifacts.append(_verify(run, job, references[src.name], data, settings, models[src.name], made))
+            artifacts.append(_verify(run, job, references[src.name], data, settings, models[src.name], made, size_ref))
+            if job.is_size_reference:
+                size_ref = {"artifact": job.name, "gzip_bytes": artifacts[-1].metrics["gzip_bytes"], "exported": True}
     failed = [a for a in artifacts if not a.parity["passed"]]
     run.manifest["export"] = {
         "allow_parity_failure": settings.allow_parity_failure,
         "parity_failed": [a.name for a in failed],
         "parity_overridden": bool(failed) and settings.allow_parity_failure,
+        "size_reference": size_ref,
+        "smallest": smallest_within(artifacts, run),
     }
     run.record("export", to_plain(settings), time.perf_counter() - start)
     run.save()
@@ -145,6 +155,7 @@ def verify_stage(run: RunDir, settings: ExportSettings) -> list[Artifact]:
         raise ConfigError(f"run directory {run.path}: no exports to verify; run `edgepack export` first")
     data = load_from_run(run.path, run.manifest["dataset"])
     by_name = {a.name: a for a in run.artifacts}
+    size_ref = run.manifest.get("export", {}).get("size_reference")
     models: dict[str, Any] = {}
     refs: dict[str, np.ndarray] = {}
     artifacts = []
@@ -154,7 +165,7 @@ def verify_stage(run: RunDir, settings: ExportSettings) -> list[Artifact]:
             models[src.name] = load_keras(run.file(src))
             refs[src.name] = _keras_probs(models[src.name], data.x_test, data.scale)
         job = Job(src, a.format, a.precision, qat=src.stage == "qat")
-        artifacts.append(_verify(run, job, refs[src.name], data, settings, models[src.name]))
+        artifacts.append(_verify(run, job, refs[src.name], data, settings, models[src.name], size_ref=size_ref))
     failed = [a for a in artifacts if not a.parity["passed"]]
     run.manifest.setdefault("export", {}).update(
         {"parity_failed": [a.name for a in failed], "parity_overridden": bool(failed) and settings.allow_parity_failure}
@@ -273,7 +284,8 @@ def _compact(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _verify(run: RunDir, job: Job, reference: np.ndarray, data: Any, settings: ExportSettings,
-            model: Any, made: dict[str, Any] | None = None) -> Artifact:  # fmt: skip
+            model: Any, made: dict[str, Any] | None = None,
+            size_ref: dict[str, Any] | None = None) -> Artifact:  # fmt: skip
     from edgepack.export.inspect import describe
     from edgepack.export.parity import check, run_file
 
@@ -301,9 +313,13 @@ def _verify(run: RunDir, job: Job, reference: np.ndarray, data: Any, settings: E
         parent=job.source.name, settings=artifact_settings,
         metrics={"accuracy": verdict["accuracy"], "params": info["params"], "macs": info["macs"],
                  "sparsity": info["sparsity"], "kernel_zeros": info["kernel_zeros"],
-                 "kernel_params": info["kernel_params"], "source_sparsity": keras_zeros, "ops": info["ops"]},
+                 "kernel_params": info["kernel_params"], "source_sparsity": keras_zeros, "ops": info["ops"],
+                 "size_bytes": info["size_bytes"], "gzip_bytes": info["gzip_bytes"]},
         parity=verdict,
     )  # fmt: skip
+    ref_gzip = info["gzip_bytes"] if job.is_size_reference else (size_ref or {}).get("gzip_bytes")
+    if ref_gzip:
+        artifact.metrics["gzip_ratio_vs_baseline_tflite"] = round(ref_gzip / info["gzip_bytes"], 3)
     run.add_artifact(artifact)
     _write_bundle(run, artifact, job, info, run.manifest["dataset"])
     return artifact
@@ -342,11 +358,43 @@ def _write_bundle(run: RunDir, artifact: Artifact, job: Job, info: dict[str, Any
                    "quantization": info["output"].get("quantization"),
                    "activation": "sigmoid" if n_classes == 2 else "softmax"},
         "labels": list(dataset["class_names"]),
+        "size": {k: artifact.metrics.get(k) for k in ("size_bytes", "gzip_bytes", "gzip_ratio_vs_baseline_tflite")},
         "settings": artifact.settings,
         "parity": artifact.parity,
         "edgepack_version": __version__,
     }  # fmt: skip
     atomic_write_json(file.with_suffix(".json"), bundle)
+
+
+def _size_reference_in_memory(run: RunDir) -> dict[str, Any]:
+    """The gzip size of the baseline as a float .tflite when that file is not among the exports asked for."""
+    import gzip
+
+    from edgepack.export.tflite import convert_tflite
+
+    baseline = run.require("trained baseline model", stage="train", format="keras")
+    tflite = convert_tflite(load_keras(run.file(baseline)), "fp32")
+    return {"artifact": SIZE_REFERENCE, "gzip_bytes": len(gzip.compress(tflite, compresslevel=9, mtime=0)),
+            "exported": False}  # fmt: skip
+
+
+def smallest_within(artifacts: list[Artifact], run: RunDir, max_drop_points: float = 0.5) -> dict[str, Any] | None:
+    """The parity-passed export with the fewest gzip bytes whose test accuracy is within ``max_drop_points`` of
+    the baseline's (issue 7's size target), with its ratio to the reference; None when no export qualifies."""
+    baseline = run.latest(stage="train", format="keras")
+    base_acc = baseline.metrics.get("accuracy") if baseline else None
+    if base_acc is None:
+        return None
+    ok = [a for a in artifacts if (a.parity or {}).get("passed") and a.metrics.get("accuracy") is not None
+          and a.metrics["accuracy"] >= base_acc - max_drop_points / 100 - 1e-9]  # fmt: skip
+    if not ok:
+        return None
+    best = min(ok, key=lambda a: a.metrics["gzip_bytes"])
+    return {"artifact": best.name, "gzip_bytes": best.metrics["gzip_bytes"],
+            "gzip_ratio_vs_baseline_tflite": best.metrics.get("gzip_ratio_vs_baseline_tflite"),
+            "accuracy": best.metrics["accuracy"], "baseline_accuracy": base_acc,
+            "accuracy_drop_points": round((base_acc - best.metrics["accuracy"]) * 100, 4),
+            "max_drop_points": max_drop_points}  # fmt: skip
 
 
 def _write_eval(run: RunDir, data: Any) -> None:
@@ -372,7 +420,8 @@ def parity_report(artifacts: list[Artifact]) -> str:
                          "accuracy": p.get("source_accuracy"), "parity": None})  # fmt: skip
         rows.append({"name": a.name, "source": a.parent, "accuracy": a.metrics.get("accuracy"), "parity": p,
                      "kernel_zeros": a.metrics.get("sparsity"), "source_kernel_zeros": a.metrics.get("source_sparsity"),
-                     "size_bytes": a.metrics.get("size_bytes")})  # fmt: skip
+                     "size_bytes": a.metrics.get("size_bytes"), "gzip_bytes": a.metrics.get("gzip_bytes"),
+                     "gzip_ratio": a.metrics.get("gzip_ratio_vs_baseline_tflite")})  # fmt: skip
     return parity_table(rows)
 
 

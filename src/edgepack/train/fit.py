@@ -106,10 +106,21 @@ def fit(data: Dataset, settings: TrainSettings, progress: bool = True) -> tuple[
 
 
 def save_model(model: keras.Model, run: RunDir, name: str) -> str:
-    """Save a Keras model into ``models/NAME.keras`` atomically; returns its path relative to the run."""
+    """Save a Keras model into ``models/NAME.keras`` atomically, without optimizer state; returns its path
+    relative to the run.
+
+    The native format has no include_optimizer=False, so the optimizer is detached while saving: Adam's two
+    moments per weight would triple the file (2.7 MB instead of 0.9 MB for the seed CNN) and nothing
+    downstream uses them (fine-tuning compiles a fresh optimizer).
+    """
     rel = f"models/{name}.keras"
-    with atomic_path(run.path / rel) as tmp:
-        model.save(tmp)
+    optimizer = model.optimizer
+    model.optimizer = None
+    try:
+        with atomic_path(run.path / rel) as tmp:
+            model.save(tmp)
+    finally:
+        model.optimizer = optimizer
     return rel
 
 
