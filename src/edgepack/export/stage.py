@@ -139,11 +139,7 @@ def export_stage(run: RunDir, settings: ExportSettings, progress: bool = True) -
     }
     run.record("export", to_plain(settings), time.perf_counter() - start)
     run.save()
-    if failed:  # shown here, before the one-line error; on success the caller prints the table
-        log.error("\n%s", parity_report(artifacts))
-    if failed and not settings.allow_parity_failure:
-        raise ParityError(_failure_message(failed))
-    return artifacts
+    return _gate(artifacts, failed, settings)
 
 
 def verify_stage(run: RunDir, settings: ExportSettings) -> list[Artifact]:
@@ -171,11 +167,7 @@ def verify_stage(run: RunDir, settings: ExportSettings) -> list[Artifact]:
         {"parity_failed": [a.name for a in failed], "parity_overridden": bool(failed) and settings.allow_parity_failure}
     )
     run.save()
-    if failed:  # shown here, before the one-line error; on success the caller prints the table
-        log.error("\n%s", parity_report(artifacts))
-    if failed and not settings.allow_parity_failure:
-        raise ParityError(_failure_message(failed))
-    return artifacts
+    return _gate(artifacts, failed, settings)
 
 
 # -- making one file ------------------------------------------------------------------------------
@@ -423,6 +415,15 @@ def parity_report(artifacts: list[Artifact]) -> str:
                      "size_bytes": a.metrics.get("size_bytes"), "gzip_bytes": a.metrics.get("gzip_bytes"),
                      "gzip_ratio": a.metrics.get("gzip_ratio_vs_baseline_tflite")})  # fmt: skip
     return parity_table(rows)
+
+
+def _gate(artifacts: list[Artifact], failed: list[Artifact], settings: ExportSettings) -> list[Artifact]:
+    """Fail loudly: the table first (on success the caller prints it), then one line and exit 1 unless allowed."""
+    if failed:
+        log.error("\n%s", parity_report(artifacts))
+    if failed and not settings.allow_parity_failure:
+        raise ParityError(_failure_message(failed))
+    return artifacts
 
 
 def _failure_message(failed: list[Artifact]) -> str:
