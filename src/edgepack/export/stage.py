@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -419,8 +420,8 @@ def parity_report(artifacts: list[Artifact]) -> str:
 
 def _gate(artifacts: list[Artifact], failed: list[Artifact], settings: ExportSettings) -> list[Artifact]:
     """Fail loudly: the table first (on success the caller prints it), then one line and exit 1 unless allowed."""
-    if failed:
-        log.error("\n%s", parity_report(artifacts))
+    if failed:  # pre-rendered wide table: printed as is, not re-wrapped by the log handler
+        print(parity_report(artifacts), file=sys.stderr)
     if failed and not settings.allow_parity_failure:
         raise ParityError(_failure_message(failed))
     return artifacts
