@@ -123,19 +123,102 @@ def test_int8_exports_of_the_pruned_model_keep_its_zeros(exported):
     assert exports["baseline-onnx-fp32"]["metrics"]["sparsity"] < 0.05  # the reference is dense
 
 
-def test_qat_onnx_stores_int8_weights_not_folded_floats(exported):
+def test_qat_onnx_stores_int8_weights_except_where_the_latency_plan_keeps_fp32(exported):
     import onnx
     from onnx import numpy_helper
 
     exports = _exports(exported)
     model = onnx.load(str(exported / exports["qat-onnx-int8"]["path"]))
-    int8 = [i for i in model.graph.initializer if numpy_helper.to_array(i).dtype == np.int8 and i.dims]
-    big_float = [i for i in model.graph.initializer if numpy_helper.to_array(i).dtype == np.float32
-                 and numpy_helper.to_array(i).size > 1000]  # fmt: skip
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    excluded = set(exports["qat-onnx-int8"]["settings"]["latency_plan"].get("excluded", []))
+    weighted = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
 
-    assert len([i for i in int8 if len(i.dims) >= 2]) == 4  # conv1, conv2, dense, output kernels
-    assert big_float == []
+    assert len(weighted) == 4  # conv1, conv2, dense, output
+    for node in weighted:
+        if node.name in excluded:
+            assert inits[node.input[1]].dtype == np.float32, node.name
+        else:
+            dq = producer[node.input[1]]
+            assert dq.op_type == "DequantizeLinear", node.name
+            assert inits[dq.input[0]].dtype == np.int8, node.name
+    assert sum(node.name not in excluded for node in weighted) >= 2  # at least conv2 and dense run in int8
     assert exports["qat-onnx-int8"]["metrics"]["size_bytes"] < exports["pruned-onnx-fp32"]["metrics"]["size_bytes"] / 3
+
+
+def _qat_layer(model, name):
+    return next(layer for layer in model.layers if layer.name.endswith(name))
+
+
+def _var(layer, name):
+    return next(v.numpy() for v in layer.weights if v.name.split("/")[-1].startswith(name))
+
+
+def test_qat_onnx_int8_runs_conv2_and_dense_in_fused_int8_kernels(exported, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(exported / "export/qat-onnx-int8.onnx"), options, providers=["CPUExecutionProvider"])
+    graph = onnx.load(str(tmp_path / "optimized.onnx")).graph
+    ops = {n.name: n.op_type for n in graph.node}
+
+    assert [op for name, op in ops.items() if "conv2" in name and op in ("Conv", "QLinearConv")] == ["QLinearConv"]
+    assert [op for name, op in ops.items() if "dense" in name and op in ("Gemm", "FusedGemm", "MatMul", "QGemm")] == [
+        "QGemm"
+    ]
+    dequantized = [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in
+                   {i.name for i in graph.initializer if np.prod(i.dims) > 1000}]  # fmt: skip
+    assert dequantized == []  # no kernel dequantized to float at run time
+
+
+def test_qat_onnx_int8_keeps_the_scales_and_weight_grid_the_qat_model_learned(exported):
+    import onnx
+    from onnx import numpy_helper
+
+    from edgepack.export.stage import load_keras
+    from edgepack.tf import tf
+
+    qat = load_keras(exported / "models/qat.h5")
+    model = onnx.load(str(exported / "export/qat-onnx-int8.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers = {i: n for n in model.graph.node for i in n.input}
+    nodes = {n.name: n for n in model.graph.node}
+
+    for layer_name in ("conv2", "dense"):
+        layer = _qat_layer(qat, layer_name)
+        # activations: the QAT min/max variables, as FakeQuantWithMinMaxVars turns them into a uint8 grid
+        lo, hi = float(_var(layer, "post_activation_min")), float(_var(layer, "post_activation_max"))
+        scale = (hi - lo) / 255
+        zero = round(-lo / scale)
+        q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and f"{layer_name}/Relu" in n.input[0])
+        zp = inits[q.input[2]]
+        shift = 128 if zp.dtype == np.int8 else 0
+        assert float(inits[q.input[1]]) == pytest.approx(scale, rel=1e-5)
+        assert int(zp) + shift == zero
+        if zero > 0:  # a ReLU range not starting at 0: the clip at 0 is kept, on the integers
+            clip = consumers[q.output[0]]
+            assert clip.op_type == "Clip"
+            assert int(inits[clip.input[1]]) == int(zp)
+        # weights: int8 x per-channel scale = the QAT model's fake-quantized kernel, zeros included
+        kernel, kmin, kmax = _var(layer, "kernel:"), _var(layer, "kernel_min"), _var(layer, "kernel_max")
+        if kmin.ndim:
+            fq = tf.quantization.fake_quant_with_min_max_vars_per_channel(kernel, kmin, kmax, 8, True).numpy()
+        else:
+            fq = tf.quantization.fake_quant_with_min_max_vars(kernel, kmin, kmax, 8, True).numpy()
+        weighted = next(n for n in nodes.values() if n.op_type in ("Conv", "Gemm") and layer_name in n.name)
+        dq = producer[weighted.input[1]]
+        w8, w_scale = inits[dq.input[0]], inits[dq.input[1]]
+        expected_scale = np.broadcast_to(np.maximum(np.abs(kmin), np.abs(kmax)) / 127, w_scale.shape)
+        np.testing.assert_allclose(w_scale, expected_scale, rtol=1e-6)
+        axis = 0 if w8.ndim == 4 else 1
+        shape = [-1 if d == axis else 1 for d in range(w8.ndim)]
+        onnx_fq = w8.astype(np.float32) * w_scale.reshape(shape)
+        keras_layout = np.transpose(onnx_fq, (2, 3, 1, 0)) if w8.ndim == 4 else onnx_fq  # OIHW -> HWIO
+        np.testing.assert_allclose(keras_layout, fq, rtol=0, atol=1e-6 * float(np.abs(fq).max()))
+        assert np.count_nonzero(w8 == 0) == np.count_nonzero(fq == 0)
 
 
 def test_bundles_describe_each_file_and_eval_set_is_the_test_split(exported, tiny_data):

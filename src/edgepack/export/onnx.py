@@ -108,17 +108,22 @@ class _Reader:
 
 
 def quantize_onnx_static(fp32_path: str | Path, path: str | Path, calibration: np.ndarray,
-                         options: OnnxQuantOptions = OnnxQuantOptions(), pre_processed: bool = False) -> Path:  # fmt: skip
+                         options: OnnxQuantOptions = OnnxQuantOptions(), pre_processed: bool = False,
+                         overrides: dict[str, list[dict[str, Any]]] | None = None) -> Path:  # fmt: skip
     """Static int8 (QDQ by default, per-channel weights) calibrated on ``calibration`` (float32 NHWC),
     after ``quant_pre_process`` (shape inference + graph optimisation; skipped when ``pre_processed``). Nodes in
     ``options.nodes_to_exclude`` stay fp32, and the quantizers where fp32 hands over to int8 are pinned in place
-    (``onnx_graph.pin_boundary_quantizers``)."""
+    (``onnx_graph.pin_boundary_quantizers``). ``overrides`` (onnxruntime's TensorQuantOverrides: tensor name ->
+    scale and zero point, per channel for weights) fixes those tensors' parameters instead of calibrating them,
+    e.g. a QAT model's (``edgepack.export.qat_onnx``); ReLUs the quantizer folds away are then kept as integer
+    clips (``onnx_graph.clamp_removed_relus``)."""
     import onnx
     from onnxruntime.quantization import quantize_static
 
     with tempfile.TemporaryDirectory(prefix="edgepack-onnx-") as tmp:
         pre = Path(fp32_path) if pre_processed else _pre_process(fp32_path, Path(tmp) / "pre.onnx")
-        input_name = onnx.load(str(pre)).graph.input[0].name
+        float_graph = onnx.load(str(pre))
+        input_name = float_graph.graph.input[0].name
         # equal batches: the histogram calibrators (entropy, percentile) stack per-batch outputs with
         # np.asarray and fail on a short last batch
         batch = max(b for b in range(1, options.calibration_batch + 1) if len(calibration) % b == 0)
@@ -126,13 +131,21 @@ def quantize_onnx_static(fp32_path: str | Path, path: str | Path, calibration: n
         kwargs = options.ort_kwargs()
         if options.calibration == "entropy":
             kwargs["calibration_cache_path"] = _entropy_ranges(pre, reader, options, Path(tmp))
+        if overrides:
+            # the given weight scales are kept even where ORT would widen them for the int32 bias range
+            kwargs["extra_options"].update(TensorQuantOverrides=overrides, QDQDisableWeightAdjustForInt32Bias=True)
         with atomic_path(path) as out, _quiet_root_logger():
             quantize_static(str(pre), str(out), reader, **kwargs)
-            if options.nodes_to_exclude:
-                from edgepack.export.onnx_graph import pin_boundary_quantizers
+            if options.nodes_to_exclude or overrides:
+                from edgepack.export.onnx_graph import clamp_removed_relus, pin_boundary_quantizers
 
-                pinned, _ = pin_boundary_quantizers(onnx.load(str(out)))
-                atomic_write_bytes(out, pinned.SerializeToString())
+                model = onnx.load(str(out))
+                if overrides:
+                    model, _ = clamp_removed_relus(model, [n.output[0] for n in float_graph.graph.node
+                                                           if n.op_type == "Relu"])  # fmt: skip
+                if options.nodes_to_exclude:
+                    model, _ = pin_boundary_quantizers(model)
+                atomic_write_bytes(out, model.SerializeToString())
     return Path(path)
 
 
@@ -197,71 +210,3 @@ def _pre_process(src: str | Path, dst: Path) -> Path:
     with _quiet_root_logger():
         quant_pre_process(str(src), str(dst), skip_symbolic_shape=importlib.util.find_spec("sympy") is None)
     return dst
-
-
-def qdq_weights_from_qat(path: str | Path, qat_model: Any) -> int:
-    """Store the QAT model's weights as int8 + DequantizeLinear in the ONNX file at ``path``.
-
-    tf2onnx folds the weight fake-quant nodes of a QAT model into float constants (the values already lie
-    on the int8 grid), so the file would carry fp32 weights and only activation QDQ pairs. This puts the
-    grid back: scales from the QAT layers' kernel_min/kernel_max (symmetric, narrow range: max/127), q =
-    round(w / scale), checked to be exact before the float initializer is replaced. Returns how many
-    weights were rewritten.
-    """
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = onnx.load(str(path))
-    grids = _qat_weight_scales(qat_model)  # keras kernel shape -> per-output-channel scales
-    inits = {i.name: i for i in model.graph.initializer}
-    rewritten = 0
-    new_nodes = []
-    for node in model.graph.node:
-        if node.op_type not in ("Conv", "MatMul", "Gemm") or len(node.input) < 2 or node.input[1] not in inits:
-            continue
-        init = inits[node.input[1]]
-        w = numpy_helper.to_array(init)
-        # Conv weights are OIHW (keras HWIO), MatMul weights are (in, out) like keras Dense.
-        keras_shape = tuple(np.transpose(w, (2, 3, 1, 0)).shape) if w.ndim == 4 else w.shape
-        axis = 0 if w.ndim == 4 else 1
-        scales = grids.get(keras_shape)
-        if scales is None:
-            continue
-        shape = [-1 if d == axis else 1 for d in range(w.ndim)]
-        s = np.broadcast_to(scales, (w.shape[axis],)).astype(np.float32)
-        s = np.where(s > 0, s, np.float32(1.0))  # an all-zero (pruned) channel has range 0; any scale holds it
-        q = np.round(w / s.reshape(shape))
-        if np.abs(q * s.reshape(shape) - w).max() > 1e-3 * s.max() or np.abs(q).max() > 127:
-            log.warning("onnx qat: weights of %s are not on the QAT grid; kept as float", node.name)
-            continue
-        qname, sname, zname = f"{init.name}_int8", f"{init.name}_scale", f"{init.name}_zero_point"
-        model.graph.initializer.remove(init)
-        model.graph.initializer.extend([
-            numpy_helper.from_array(q.astype(np.int8), qname),
-            numpy_helper.from_array(s, sname),
-            numpy_helper.from_array(np.zeros_like(s, dtype=np.int8), zname),
-        ])  # fmt: skip
-        new_nodes.append(helper.make_node("DequantizeLinear", [qname, sname, zname], [init.name], axis=axis,
-                                          name=f"{init.name}_DequantizeLinear"))  # fmt: skip
-        del inits[init.name]
-        rewritten += 1
-    for n in reversed(new_nodes):
-        model.graph.node.insert(0, n)
-    onnx.checker.check_model(model)
-    atomic_write_bytes(path, model.SerializeToString())
-    return rewritten
-
-
-def _qat_weight_scales(qat_model: Any) -> dict[tuple[int, ...], np.ndarray]:
-    out = {}
-    for layer in qat_model.layers:
-        inner = getattr(layer, "layer", None)
-        if inner is None or not hasattr(inner, "kernel"):
-            continue
-        lo = [v for v in layer.weights if v.name.split("/")[-1].startswith("kernel_min")]
-        hi = [v for v in layer.weights if v.name.split("/")[-1].startswith("kernel_max")]
-        if not lo or not hi:
-            continue
-        bound = np.maximum(np.abs(lo[0].numpy()), np.abs(hi[0].numpy()))
-        out[tuple(inner.kernel.shape)] = (bound / 127.0).astype(np.float32)
-    return out

@@ -8,6 +8,10 @@
   then runs that MaxPool in uint8 in NCHW layout, a slow generic kernel (31 µs against 4 µs for the float NCHWc
   MaxPool on the seed CNN). ORT only propagates a QuantizeLinear with a scalar scale, so the boundary quantizer is
   written per-axis with the same scale repeated: bit-identical values, and ORT leaves it where it is.
+- ``clamp_removed_relus``: onnxruntime.quantization drops a Relu before a QuantizeLinear, which is exact only when
+  the zero point is the lowest integer (the quantizer then clips at 0 itself). With a range set from outside (QAT's
+  learned one, e.g. [-5.3, 5.4] for a ReLU output) it is not: Q(relu(x)) = max(Q(x), zero_point), so an integer
+  Clip at the zero point after the QuantizeLinear puts the ReLU back, bit-exact, on an int8 tensor.
 
 Each function takes and returns an ``onnx.ModelProto`` (a new one; the input is not modified) and says how many
 places it changed.
@@ -150,3 +154,38 @@ def pin_boundary_quantizers(model: Any) -> tuple[Any, int]:
         q.attribute.append(helper.make_attribute("axis", 1))
         pinned += 1
     return model, pinned
+
+
+def clamp_removed_relus(model: Any, relu_outputs: list[str]) -> tuple[Any, int]:
+    """After quantize_static: for each tensor in ``relu_outputs`` (Relu outputs of the float model) that no Relu
+    writes any more and that a QuantizeLinear with a zero point above its type's minimum reads, insert
+    Clip(min=zero_point) after that QuantizeLinear, so negative values still become 0."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    inits = {i.name: i for i in graph.initializer}
+    uses = _consumers(model)
+    clamped = 0
+    for tensor in relu_outputs:
+        if tensor not in producer or producer[tensor].op_type == "Relu":
+            continue
+        for q in [n for n in uses.get(tensor, []) if n.op_type == "QuantizeLinear" and len(n.input) == 3]:
+            zero = numpy_helper.to_array(inits[q.input[2]]) if q.input[2] in inits else None
+            if zero is None or zero.size != 1 or int(zero.reshape(())) == np.iinfo(zero.dtype).min:
+                continue
+            clipped, low = f"{q.output[0]}_relu", f"{q.name}_relu_min"
+            for n in uses.get(q.output[0], []):
+                for k, name in enumerate(n.input):
+                    if name == q.output[0]:
+                        n.input[k] = clipped
+            for k, out in enumerate(graph.output):
+                if out.name == q.output[0]:
+                    graph.output[k].name = clipped
+            graph.initializer.append(numpy_helper.from_array(zero.reshape(()).copy(), low))
+            at = list(graph.node).index(q) + 1
+            graph.node.insert(at, helper.make_node("Clip", [q.output[0], low], [clipped], name=f"{q.name}_relu"))
+            clamped += 1
+    return model, clamped

@@ -177,7 +177,7 @@ def verify_stage(run: RunDir, settings: ExportSettings) -> list[Artifact]:
 def _make(job: Job, model: Any, path: Path, calibration: np.ndarray, settings: ExportSettings,
           tmp: Path) -> dict[str, Any]:  # fmt: skip
     """Write ``job``'s file; returns what the artifact's settings should record about how it was made."""
-    from edgepack.export.onnx import convert_onnx, qdq_weights_from_qat, quantize_onnx_dynamic
+    from edgepack.export.onnx import convert_onnx, quantize_onnx_dynamic
     from edgepack.files import atomic_write_bytes
 
     if job.format == "tflite":
@@ -186,11 +186,7 @@ def _make(job: Job, model: Any, path: Path, calibration: np.ndarray, settings: E
         atomic_write_bytes(path, convert_tflite(model, job.precision, calibration, qat=job.qat))
         return {}
     if job.qat:
-        with atomic_path(path) as out:
-            convert_onnx(model, out, settings.opset)
-            n = qdq_weights_from_qat(out, model)
-            log.debug("%s: %d weight tensors stored as int8 + DequantizeLinear", job.name, n)
-        return {}
+        return _make_onnx_qat(model, path, calibration, settings, tmp / job.name)
     made: dict[str, Any] = {}
     if job.precision == "fp32":
         convert_onnx(model, path, settings.opset)
@@ -227,9 +223,31 @@ def _fold_transposes(path: Path) -> int:
     return n
 
 
-def _make_onnx_int8(fp32: Path, path: Path, calibration: np.ndarray, settings: ExportSettings,
-                    work: Path) -> dict[str, Any]:  # fmt: skip
-    """Static int8 ONNX with the kernels this CPU runs best and, with int8_layers=auto, the latency plan."""
+def _make_onnx_qat(model: Any, path: Path, calibration: np.ndarray, settings: ExportSettings,
+                   work: Path) -> dict[str, Any]:  # fmt: skip
+    """Int8 ONNX from a QAT model: its float graph (weights already on the QAT grid) through the same
+    quantize_static path and latency plan as post-training int8, with every scale and zero point set to the
+    QAT model's instead of calibrated (``edgepack.export.qat_onnx``)."""
+    import onnx
+
+    from edgepack.export.onnx import convert_onnx
+    from edgepack.export.qat_onnx import strip_fake_quant
+    from edgepack.files import atomic_write_bytes
+
+    work.mkdir(parents=True, exist_ok=True)
+    convert_onnx(model, work / "qat.onnx", settings.opset)
+    float_model, params = strip_fake_quant(onnx.load(str(work / "qat.onnx")))
+    atomic_write_bytes(work / "float.onnx", float_model.SerializeToString())
+    return _make_onnx_int8(work / "float.onnx", path, calibration, settings, work, qat=(model, params))
+
+
+def _make_onnx_int8(fp32: Path, path: Path, calibration: np.ndarray, settings: ExportSettings, work: Path,
+                    qat: tuple[Any, dict[str, tuple[float, int]]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Static int8 ONNX with the kernels this CPU runs best and, with int8_layers=auto, the latency plan.
+
+    With ``qat`` = (QAT keras model, ``qat_onnx.strip_fake_quant``'s parameters), ``fp32`` is that model's float
+    graph and the QAT scales and zero points replace calibration wherever QAT quantized.
+    """
     import dataclasses
     import platform
 
@@ -240,22 +258,39 @@ def _make_onnx_int8(fp32: Path, path: Path, calibration: np.ndarray, settings: E
         activations, why = int8_kernels(isa_features(), platform.machine())
     else:
         activations, why = settings.int8_activations.value, "set in the recipe"
-    options = OnnxQuantOptions(calibration=settings.calibration.value, quant_format=settings.quant_format.value,
+    # QAT fixes every range it learned; MinMax only fills in the tensors it never quantized (softmax output).
+    # QAT is always QDQ: its ReLU ranges need the integer Clip between QuantizeLinear and DequantizeLinear
+    # (clamp_removed_relus), which QOperator's fused QLinear* ops leave no place for.
+    calibration_method = "minmax" if qat else settings.calibration.value
+    quant_format = "qdq" if qat else settings.quant_format.value
+    options = OnnxQuantOptions(calibration=calibration_method, quant_format=quant_format,
                                activation_type=activations)  # fmt: skip
     made: dict[str, Any] = {"quant_format": options.quant_format, "per_channel": options.per_channel,
                             "activation_type": activations, "weight_type": options.weight_type,
                             "activation_type_reason": why, "int8_layers": settings.int8_layers.value}  # fmt: skip
+    work.mkdir(parents=True, exist_ok=True)
+    pre = pre_process(fp32, work / "pre.onnx")
+    overrides = None
+    if qat is not None:
+        import onnx
+
+        from edgepack.export.qat_onnx import quant_overrides
+
+        overrides = quant_overrides(onnx.load(str(pre)), qat[1], qat[0], activations)
+        made["qat_quantization"] = {
+            "source": "the QAT model's min/max variables (activations) and kernel_min/kernel_max (weights)",
+            "activations": {t: [float(o[0]["scale"]), int(o[0]["zero_point"])] for t, o in overrides.items()
+                            if "axis" not in o[0]},
+            "weights": sorted(t for t, o in overrides.items() if "axis" in o[0]),
+        }  # fmt: skip
     if settings.int8_layers.value == "all":
-        quantize_onnx_static(fp32, path, calibration, options)
+        quantize_onnx_static(pre, path, calibration, options, pre_processed=True, overrides=overrides)
         return made
     from edgepack.export.latency import plan_int8
 
-    work.mkdir(parents=True, exist_ok=True)
-    pre = pre_process(fp32, work / "pre.onnx")
-
     def quantize(exclude: tuple[str, ...], out: Path) -> Path:
         opts = dataclasses.replace(options, nodes_to_exclude=exclude)
-        return quantize_onnx_static(pre, out, calibration, opts, pre_processed=True)
+        return quantize_onnx_static(pre, out, calibration, opts, pre_processed=True, overrides=overrides)
 
     chosen, record = plan_int8(pre, quantize, calibration[:1], work)
     with atomic_path(path) as out:
