@@ -206,6 +206,8 @@ def _acc(v: Any) -> str:
 def _parity(p: Any) -> str:
     if not p or p.get("passed") is None:
         return "–"
+    if p.get("reference"):
+        return "reference"
     return "pass" if p["passed"] else "FAIL"
 
 
