@@ -59,6 +59,16 @@ def _protobuf_ranges(data: bytes, pos: int, end: int, path: tuple[int, ...]) -> 
     """raw_data/float_data of ONNX tensors (ModelProto.graph=7 > initializer=5 or node=1 > attribute=5 > t=5)."""
     ranges: list[tuple[int, int]] = []
     descend = {(): {7}, (7,): {1, 5}, (7, 1): {5}, (7, 1, 5): {5}}  # where tensors live
+    for field, start, stop in _fields(data, pos, end):
+        if path in ((7,), (7, 1, 5)) and field == 5:  # a TensorProto: float_data (packed) = 4, raw_data = 9
+            ranges += [(s, e) for f, s, e in _fields(data, start, stop) if f in (4, 9)]
+        elif field in descend.get(path, set()):
+            ranges += _protobuf_ranges(data, start, stop, (*path, field))
+    return ranges
+
+
+def _fields(data: bytes, pos: int, end: int):
+    """(field number, start, stop) of each length-delimited field in data[pos:end]; other wire types skipped."""
     while pos < end:
         key, pos = _varint(data, pos)
         field, wire = key >> 3, key & 7
@@ -70,37 +80,10 @@ def _protobuf_ranges(data: bytes, pos: int, end: int, path: tuple[int, ...]) -> 
             pos += 4
         elif wire == 2:
             length, pos = _varint(data, pos)
-            is_tensor = path in ((7,), (7, 1, 5)) and field == 5
-            if is_tensor:
-                for start, stop in _tensor_data(data, pos, pos + length):
-                    ranges.append((start, stop))
-            elif field in descend.get(path, set()):
-                ranges += _protobuf_ranges(data, pos, pos + length, (*path, field))
+            yield field, pos, pos + length
             pos += length
         else:
-            break
-    return ranges
-
-
-def _tensor_data(data: bytes, pos: int, end: int) -> list[tuple[int, int]]:
-    out = []
-    while pos < end:
-        key, pos = _varint(data, pos)
-        field, wire = key >> 3, key & 7
-        if wire == 2:
-            length, pos = _varint(data, pos)
-            if field in (4, 9):  # float_data (packed), raw_data
-                out.append((pos, pos + length))
-            pos += length
-        elif wire == 0:
-            _, pos = _varint(data, pos)
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        else:
-            break
-    return out
+            return
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:

@@ -33,16 +33,7 @@ def keras_labels(run_dir: Path, artifact: str, x: np.ndarray) -> np.ndarray:
     found = run.find(name=artifact)
     if not found:
         raise SystemExit(f"{run_dir}: no artifact named {artifact!r} (the bundle's source)")
-    try:
-        from edgepack.compress import load_keras
-    except ImportError:  # before the compress stage is merged: the same, inline
-        from edgepack.tf import keras
-
-        def load_keras(path):
-            import tensorflow_model_optimization as tfmot
-
-            with tfmot.quantization.keras.quantize_scope():
-                return keras.models.load_model(path)
+    from edgepack.compress import load_keras
 
     model = load_keras(run.file(found[-1]))
     return probabilities(model, x).argmax(1)

@@ -19,12 +19,8 @@ import numpy as np
 
 def load_keras(path: str | Path) -> Any:
     """Any run model, including QAT ones (edgepack.compress.load_keras opens them inside quantize_scope)."""
-    try:
-        from edgepack.compress import load_keras as _load
-    except ImportError:
-        from edgepack.tf import keras
+    from edgepack.compress import load_keras as _load
 
-        return keras.models.load_model(str(path), compile=False)
     return _load(path)
 
 
@@ -41,10 +37,10 @@ def keras_stats(model: Any) -> dict[str, Any]:
             macs += int(np.prod(out[1:])) * k[0] * k[1] * k[2]
         elif len(k) == 2:
             macs += k[0] * k[1]
-    kernels = [layer.kernel.numpy() for layer in model.layers if getattr(layer, "kernel", None) is not None]
-    total = sum(k.size for k in kernels)
-    zeros = sum(int(k.size - np.count_nonzero(k)) for k in kernels)
-    return {"macs": macs, "params": int(model.count_params()), "sparsity": zeros / total if total else 0.0}
+    from edgepack.train.fit import weight_counts
+
+    counts = weight_counts(model)
+    return {"macs": macs, "params": counts["params"], "sparsity": counts["sparsity"]}
 
 
 def _child(spec: dict[str, Any]) -> list[dict[str, Any]]:

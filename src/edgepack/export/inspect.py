@@ -57,6 +57,11 @@ def describe(path: str | Path) -> dict[str, Any]:
     }
 
 
+def count_macs(path: str | Path) -> int:
+    """Dense multiply-adds of one inference (batch 1) of a .onnx or .tflite file."""
+    return _read(Path(path)).macs
+
+
 def kernel_sparsity(path: str | Path) -> float:
     """Fraction of zero weights in the Conv/Dense kernels stored in the file (quantized: q == zero point)."""
     return describe(path)["sparsity"]

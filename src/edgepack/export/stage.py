@@ -82,21 +82,10 @@ def plan(run: RunDir, settings: ExportSettings) -> list[Job]:
 
 
 def load_keras(path: str | Path) -> Any:
-    """Load any run model (float or QAT) — through edgepack.compress when it is there."""
-    try:
-        from edgepack.compress import load_keras as _load
-    except ImportError:
-        _load = _load_keras_fallback
+    """Load any run model, float or QAT (edgepack.compress.load_keras opens QAT ones inside quantize_scope)."""
+    from edgepack.compress import load_keras as _load
+
     return _load(path)
-
-
-def _load_keras_fallback(path: str | Path) -> Any:
-    import tensorflow_model_optimization as tfmot
-
-    from edgepack.tf import keras
-
-    with tfmot.quantization.keras.quantize_scope():
-        return keras.models.load_model(str(path), compile=False)
 
 
 def export_stage(run: RunDir, settings: ExportSettings, progress: bool = True) -> list[Artifact]:
@@ -360,10 +349,12 @@ def _keras_probs(model: Any, x: np.ndarray, scale: float) -> np.ndarray:
 
 
 def _keras_kernel_sparsity(model: Any) -> float:
-    """Zero fraction over the Conv/Dense kernels (by variable name: QAT wrappers hide ``layer.kernel``)."""
-    kernels = [w.numpy() for w in model.weights if w.name.split("/")[-1].startswith("kernel:")]
-    total = sum(k.size for k in kernels)
-    return sum(int(k.size - np.count_nonzero(k)) for k in kernels) / total if total else 0.0
+    """Zero fraction over the Conv/Dense kernels the model computes with (QAT: after its weight quantizers)."""
+    from edgepack.compress import kernels
+
+    ks = list(kernels(model).values())
+    total = sum(k.size for k in ks)
+    return sum(int(k.size - np.count_nonzero(k)) for k in ks) / total if total else 0.0
 
 
 # -- bundles and eval set -------------------------------------------------------------------------
