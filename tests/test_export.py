@@ -241,11 +241,15 @@ def test_bundles_describe_each_file_and_eval_set_is_the_test_split(exported, tin
         assert bundle["parity"]["passed"] is True
         assert bundle["precision"] == a["precision"]
     tfl = json.loads((exported / "export/pruned-tflite-int8.json").read_text())
-    assert tfl["input"]["dtype"] == "int8"
-    assert tfl["input"]["quantization"]["scale"] == pytest.approx(1 / 255)
-    assert tfl["input"]["quantization"]["zero_point"] == -128
-    assert tfl["output"]["dtype"] == "int8"
-    assert tfl["output"]["quantization"] is not None
+    if tfl["settings"]["latency_plan"]["decision"] == "all-int8":
+        assert tfl["input"]["dtype"] == "int8"
+        assert tfl["input"]["quantization"]["scale"] == pytest.approx(1 / 255)
+        assert tfl["input"]["quantization"]["zero_point"] == -128
+        assert tfl["output"]["dtype"] == "int8"
+        assert tfl["output"]["quantization"] is not None
+    else:  # some ops kept float by the latency plan: float I/O, QUANTIZE/DEQUANTIZE inside
+        assert tfl["input"]["dtype"] == tfl["output"]["dtype"] == "float32"
+        assert tfl["input"]["quantization"] is None
     onx = json.loads((exported / "export/pruned-onnx-int8.json").read_text())
     assert onx["input"]["dtype"] == "float32"
     assert onx["input"]["quantization"] is None
@@ -348,7 +352,8 @@ def test_info_reports_params_macs_precision_and_ops_of_each_format(exported, cap
     info = json.loads(capsys.readouterr().out)
     assert info["ops"]["CONV_2D"] == 2
     assert info["ops"]["FULLY_CONNECTED"] == 2
-    assert info["input"]["dtype"] == "int8"
+    bundle = json.loads((exported / "export/pruned-tflite-int8.json").read_text())
+    assert info["input"]["dtype"] == bundle["input"]["dtype"]
     for name, precision in (("pruned-tflite-fp16", "fp16"), ("pruned-tflite-dynamic", "dynamic"),
                             ("pruned-onnx-dynamic", "dynamic"), ("qat-onnx-int8", "int8")):  # fmt: skip
         assert main(["info", str(exported / exports[name]["path"]), "--json"]) == 0

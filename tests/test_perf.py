@@ -227,6 +227,106 @@ def test_export_with_all_int8_layers_quantizes_every_conv(run_copy):
     assert all(c.input[0] in dq_outputs for c in convs)
 
 
+def _fake_tflite_plan(monkeypatch, timings: list[dict[str, float]]) -> None:
+    """Four compute ops named a-d; ``interleaved_p50`` returns the given timings call by call (keyed by the
+    names the plan times: all_int8, each op, mixed)."""
+    from edgepack.export import latency, tflite
+
+    ops = [("a", "CONV_2D"), ("b", "CONV_2D"), ("c", "FULLY_CONNECTED"), ("d", "FULLY_CONNECTED")]
+    monkeypatch.setattr(tflite, "quantizable_ops", lambda content: ops)
+    monkeypatch.setattr(latency, "litert_call", lambda content, x, tmp, threads=1: content)
+    queue = list(timings)
+
+    def p50(fns, **kw):
+        times = queue.pop(0)
+        return {k: times[k] for k in fns}
+
+    monkeypatch.setattr(latency, "interleaved_p50", p50)
+
+
+@pytest.mark.parametrize(
+    ("timings", "decision", "float_ops", "chosen"),
+    [
+        ([{"all_int8": 26.0, "a": 22.0, "b": 60.0, "c": 34.0, "d": 26.5}], "mixed", ["a"], b"a"),
+        ([{"all_int8": 26.0, "a": 25.8, "b": 60.0, "c": 34.0, "d": 26.5}], "all-int8", [], b"int8"),
+        (
+            [{"all_int8": 26.0, "a": 22.0, "b": 60.0, "c": 24.0, "d": 26.5}, {"all_int8": 26.0, "mixed": 20.0}],
+            "mixed",
+            ["a", "c"],
+            b"a+c",
+        ),
+        (
+            [{"all_int8": 26.0, "a": 22.0, "b": 60.0, "c": 24.0, "d": 26.5}, {"all_int8": 26.0, "mixed": 25.9}],
+            "all-int8",
+            [],
+            b"int8",
+        ),
+    ],
+)
+def test_tflite_latency_plan_keeps_an_op_float_only_when_the_whole_file_gets_faster(
+    monkeypatch, tmp_path, timings, decision, float_ops, chosen
+):
+    from edgepack.export.latency import plan_tflite_int8
+
+    _fake_tflite_plan(monkeypatch, timings)
+    asked: list[tuple[str, ...]] = []
+
+    def selective(ops: tuple[str, ...]) -> bytes:
+        asked.append(ops)
+        return "+".join(ops).encode()
+
+    content, record = plan_tflite_int8(b"int8", b"fp32", selective, np.zeros((1, 28, 28, 1), np.float32), tmp_path)
+    assert asked[:4] == [("a",), ("b",), ("c",), ("d",)]  # each op alone float
+    assert asked[4:] == ([tuple(float_ops or ["a", "c"])] if len(timings) == 2 else [])
+    assert record["decision"] == decision
+    assert record["float_ops"] == float_ops
+    assert content == chosen
+    assert [n["precision"] for n in record["nodes"]][1] == "int8"  # b is 60 µs float: never kept float
+    assert record["nodes"][0]["file_p50_us_with_op_float"] == timings[0]["a"]
+
+
+def _tflite_op_dtypes(path: Path) -> list[tuple[str, str, str]]:
+    """[(op, output tensor name, output dtype)] of the compute ops of a .tflite."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    out = []
+    for o in it._get_ops_details():
+        if o["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            t = it._get_tensor_details(o["outputs"][0], 0)
+            out.append((o["op_name"], t["name"], np.dtype(t["dtype"]).name))
+    return out
+
+
+def test_tflite_int8_export_records_its_latency_plan_and_the_file_follows_it(run_copy):
+    assert main(["export", str(run_copy), "--formats", "tflite", "--precisions", "int8", "-q"]) == 0
+    bundle = json.loads((run_copy / "export/baseline-tflite-int8.json").read_text())
+    plan = bundle["settings"]["latency_plan"]
+    assert bundle["settings"]["int8_layers"] == "auto"
+    assert bundle["parity"]["passed"]
+    assert bundle["precision"] == "int8"
+    assert plan["decision"] in ("mixed", "all-int8")
+    assert [n["op"] for n in plan["nodes"]] == ["CONV_2D", "CONV_2D", "FULLY_CONNECTED", "FULLY_CONNECTED"]
+    assert all(n["file_p50_us_with_op_float"] > 0 for n in plan["nodes"])
+    ops = _tflite_op_dtypes(run_copy / "export/baseline-tflite-int8.tflite")
+    assert [name for _, name, _ in ops] == [n["node"] for n in plan["nodes"]]
+    for _, name, dtype in ops:  # an op the plan kept float computes in float; every other op in int8
+        assert dtype == ("float32" if name in plan["float_ops"] else "int8"), name
+    assert bundle["input"]["dtype"] == ("float32" if plan["float_ops"] else "int8")
+
+
+def test_tflite_int8_export_with_all_int8_layers_has_integer_io_and_no_plan(run_copy):
+    assert main(["export", str(run_copy), "--formats", "tflite", "--precisions", "int8", "--int8-layers", "all",
+                 "-q"]) == 0  # fmt: skip
+    bundle = json.loads((run_copy / "export/baseline-tflite-int8.json").read_text())
+    assert "latency_plan" not in bundle["settings"]
+    assert bundle["settings"]["int8_layers"] == "all"
+    assert bundle["input"]["dtype"] == bundle["output"]["dtype"] == "int8"
+    assert bundle["input"]["quantization"]["scale"] == pytest.approx(1 / 255)
+    assert bundle["input"]["quantization"]["zero_point"] == -128
+    assert all(dtype == "int8" for _, _, dtype in _tflite_op_dtypes(run_copy / "export/baseline-tflite-int8.tflite"))
+
+
 @pytest.mark.parametrize(
     ("isa", "arch", "activations"),
     [
@@ -273,3 +373,21 @@ def test_ort_io_binding_call_gives_session_run_results_for_changing_batches_and_
         np.testing.assert_array_equal(out, session.run(None, {"image": x[:n]})[0])
     assert outs[0] is not outs[2]
     assert not np.shares_memory(outs[0], outs[2])
+
+
+def test_tflite_latency_plan_skips_an_op_that_cannot_be_kept_float_alone(monkeypatch, tmp_path):
+    from edgepack.errors import ExportError
+    from edgepack.export.latency import plan_tflite_int8
+
+    _fake_tflite_plan(monkeypatch, [{"all_int8": 26.0, "b": 60.0, "c": 22.0, "d": 26.5}])
+
+    def selective(ops: tuple[str, ...]) -> bytes:
+        if ops == ("a",):
+            raise ExportError("tflite int8 with a float: the converter failed: nothing left to quantize")
+        return "+".join(ops).encode()
+
+    content, record = plan_tflite_int8(b"int8", b"fp32", selective, np.zeros((1, 28, 28, 1), np.float32), tmp_path)
+    assert record["nodes"][0]["file_p50_us_with_op_float"] is None
+    assert record["nodes"][0]["precision"] == "int8"
+    assert record["float_ops"] == ["c"]
+    assert content == b"c"

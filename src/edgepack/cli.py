@@ -424,8 +424,8 @@ def _add_export(sub: Any, name: str) -> None:
     p.add_argument("--opset", type=int, help="ONNX opset, 13 to 18 (default 17)")
     p.add_argument("--calibration-samples", type=int, help="training images used to calibrate int8 (default 200)")
     p.add_argument("--calibration", help="ONNX static int8 calibration: minmax, entropy, percentile (default minmax)")
-    p.add_argument("--int8-layers", help="ONNX int8: auto (a node stays fp32 where ORT's profile on this machine "
-                   "shows int8 slower) or all (default auto)")  # fmt: skip
+    p.add_argument("--int8-layers", help="post-training int8 (ONNX and TFLite): auto (a layer stays float where it "
+                   "makes the file faster on this machine) or all (default auto)")  # fmt: skip
     p.add_argument("--quant-format", help="ONNX int8 form: qdq or qoperator (default qdq)")
     p.add_argument("--int8-activations", help="ONNX int8 activations: auto (by the CPU: uint8 with VNNI, else int8), "
                    "int8 or uint8 (default auto)")  # fmt: skip

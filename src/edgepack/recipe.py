@@ -72,7 +72,7 @@ class Calibration(Choice):
 
 
 class Int8Layers(Choice):
-    AUTO = "auto"  # per node: int8 where ORT's profile on this machine says it is faster, else fp32
+    AUTO = "auto"  # per layer: int8 where it is faster on this machine (ORT per-node profile; LiteRT whole-file p50)
     ALL = "all"  # every quantizable node in int8
 
 

@@ -15,9 +15,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # CPU-only here: no cuInit e
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr():
-    """TF's C++ libraries print oneDNN/CUDA banners to fd 2 before logging is set up; hold them back
-    during import and show them only if the import fails (so a real error is never hidden)."""
+def quiet_native_stderr():
+    """TF's C++ libraries print oneDNN/CUDA banners (and the converter its quantizer settings) to fd 2, past
+    logging; hold them back and show them only if the block fails (so a real error is never hidden)."""
     if os.environ.get("EDGEPACK_TF_VERBOSE"):
         yield
         return
@@ -37,7 +37,7 @@ def _quiet_native_stderr():
             os.close(saved)
 
 
-with _quiet_native_stderr():
+with quiet_native_stderr():
     import tensorflow as tf
     import tf_keras as keras
 
@@ -45,4 +45,4 @@ with _quiet_native_stderr():
 
 tf.get_logger().setLevel("ERROR")
 
-__all__ = ["tf", "keras"]
+__all__ = ["tf", "keras", "quiet_native_stderr"]

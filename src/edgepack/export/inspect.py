@@ -205,7 +205,7 @@ def _read_tflite(path: Path) -> _Graph:
                 params.add(i)
     g.params = int(sum(tensors[i]["shape"].prod() for i in params))
 
-    float_input_int8_weights = False
+    float_input_int8_weights = integer_compute = False
     for o in ops:
         if o["op_name"] not in _TFLITE_KERNEL_OPS or len(o["inputs"]) < 2:
             continue
@@ -218,8 +218,10 @@ def _read_tflite(path: Path) -> _Graph:
         zps = tensors[wi]["quantization_parameters"]["zero_points"]
         zp = int(zps[0]) if len(zps) and np.all(zps == zps[0]) else 0
         g.kernels.append((w, zp))
-        if w.dtype == np.int8 and tensors[int(o["inputs"][0])]["dtype"] == np.float32:
-            float_input_int8_weights = True
+        if w.dtype == np.int8:
+            activation = tensors[int(o["inputs"][0])]["dtype"]
+            float_input_int8_weights |= activation == np.float32
+            integer_compute |= activation in (np.int8, np.uint8)
         out = tensors[int(o["outputs"][0])]["shape"]
         if o["op_name"] == "CONV_2D":  # out (1, H, W, O), weight (O, kh, kw, I)
             g.macs += int(np.prod(out)) * int(np.prod(w.shape[1:]))
@@ -229,7 +231,8 @@ def _read_tflite(path: Path) -> _Graph:
             g.macs += int(np.prod(out)) * int(w.shape[1])
 
     in_d, out_d = interp.get_input_details()[0], interp.get_output_details()[0]
-    if in_d["dtype"] in (np.int8, np.uint8):
+    # int8: integer I/O, or integer kernels inside a float-I/O file (a latency plan kept some ops float)
+    if in_d["dtype"] in (np.int8, np.uint8) or integer_compute:
         g.precision = "int8"
     elif float_input_int8_weights:
         g.precision = "dynamic"

@@ -9,17 +9,28 @@ lower. Everything measured and decided is returned as a plain dict for the bundl
 
 Example (seed CNN, one input channel): the int8 first convolution (im2col with K = 9) costs ~3x its fp32 NCHWc
 kernel, while the int8 second convolution, 85% of the multiply-adds, is ~2.5x faster than fp32.
+
+The same choice for a post-training int8 .tflite (``plan_tflite_int8``): LiteRT's Python interpreter has no
+per-op profile, so each compute op is measured by keeping it alone float (``convert_tflite_selective``) and timing
+that whole file against the all-int8 one, side by side; ops whose float version makes the file faster by MIN_GAIN
+stay float. Seed CNN under XNNPACK: its int8 first convolution pads each 3x3 tap's single input channel to the
+kernel's 8-channel block (8x the work), and costs ~9.5 µs against ~5 µs in fp32.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from edgepack.errors import ExportError
+
+log = logging.getLogger(__name__)
 
 # graph ops whose precision is chosen, and the kernels ORT runs for them (fp32 fused forms and int8 forms)
 QUANTIZABLE = ("Conv", "MatMul", "Gemm", "Softmax")
@@ -191,4 +202,73 @@ def plan_int8(fp32_model: Path, quantize: Callable[[tuple[str, ...], Path], Path
     record.update(decision="all-int8", excluded=[],
                   reason=f"mixed p50 {p50['mixed']:.1f} µs did not beat all-int8 {p50['all_int8']:.1f} µs by "
                   f"{MIN_GAIN:.0%}")  # fmt: skip
+    return all_int8, record
+
+
+def litert_call(content: bytes, x: np.ndarray, tmp: Path, threads: int = 1) -> Callable[[], Any]:
+    """A zero-argument callable running the .tflite ``content`` on ``x`` the way ``edgepack bench`` times it
+    (the lean runtime's prepared input and engine call: set_tensor + invoke + get_tensor)."""
+    from edgepack.runtime import load
+
+    path = Path(tempfile.mkstemp(suffix=".tflite", dir=tmp)[1])
+    path.write_bytes(content)
+    predictor = load(path, threads=threads)
+    inp = predictor.prepare(x)
+    return lambda: predictor.run_prepared(inp)
+
+
+def plan_tflite_int8(all_int8: bytes, float_model: bytes, selective: Callable[[tuple[str, ...]], bytes],
+                     x: np.ndarray, tmp: Path, threads: int = 1) -> tuple[bytes, dict[str, Any]]:  # fmt: skip
+    """Choose per compute op between int8 and float for a post-training int8 .tflite, on this machine.
+
+    ``all_int8``: the full-integer file; ``float_model``: the fp32 file (for the op names);
+    ``selective(float_ops)``: the int8 file with those ops float. Each op is tried alone float and timed as a
+    whole file against all-int8 (interleaved rounds); the ops that win by MIN_GAIN stay float, and when more than
+    one does, their combination is timed once more. Returns (the chosen bytes, the record for the bundle).
+    """
+    from edgepack.export.tflite import quantizable_ops
+    from edgepack.machine import cpu_model, isa_features
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    ops = quantizable_ops(float_model)
+    record: dict[str, Any] = {
+        "method": "LiteRT whole-file p50 with each compute op alone kept float, side by side with all-int8",
+        "machine": {"cpu_model": cpu_model(), "isa": isa_features()}, "threads": threads, "batch": int(len(x)),
+        "note": "decided on this CPU: another CPU may prefer another split (re-export there to re-decide)",
+    }  # fmt: skip
+    singles: dict[str, bytes] = {}
+    for name, _ in ops:
+        try:
+            singles[name] = selective((name,))
+        except ExportError as e:  # e.g. the model's only compute op: nothing would be left to quantize
+            log.info("tflite latency plan: %s cannot be kept float alone (%s)", name, e)
+    fns = {"all_int8": litert_call(all_int8, x, tmp, threads)}
+    fns.update({name: litert_call(content, x, tmp, threads) for name, content in singles.items()})
+    p50 = interleaved_p50(fns)
+    base = p50["all_int8"]
+    faster = [name for name, _ in ops if name in singles and p50[name] < base * (1 - MIN_GAIN)]
+    record["nodes"] = [
+        {"node": name, "op": op, "file_p50_us_with_op_float": round(p50[name], 2) if name in p50 else None,
+         "all_int8_p50_us": round(base, 2), "precision": "float" if name in faster else "int8"}
+        for name, op in ops
+    ]  # fmt: skip
+    record["p50_us"] = {"all_int8": round(base, 2)}
+    if not faster:
+        record.update(decision="all-int8", float_ops=[],
+                      reason=f"no op kept float made the file {MIN_GAIN:.0%} faster than all-int8 ({base:.1f} µs)")  # fmt: skip
+        return all_int8, record
+    if len(faster) == 1:
+        mixed, mixed_p50 = singles[faster[0]], p50[faster[0]]
+    else:
+        mixed = selective(tuple(faster))
+        again = interleaved_p50({"all_int8": fns["all_int8"], "mixed": litert_call(mixed, x, tmp, threads)})
+        base, mixed_p50 = again["all_int8"], again["mixed"]
+        record["p50_us"]["all_int8"] = round(base, 2)
+    record["p50_us"]["mixed"] = round(mixed_p50, 2)
+    if mixed_p50 < base * (1 - MIN_GAIN):
+        record.update(decision="mixed", float_ops=faster,
+                      reason=f"whole-file p50 {mixed_p50:.1f} µs < all-int8 {base:.1f} µs")  # fmt: skip
+        return mixed, record
+    record.update(decision="all-int8", float_ops=[],
+                  reason=f"mixed p50 {mixed_p50:.1f} µs did not beat all-int8 {base:.1f} µs by {MIN_GAIN:.0%}")  # fmt: skip
     return all_int8, record

@@ -172,8 +172,14 @@ def _make(job: Job, model: Any, path: Path, calibration: np.ndarray, settings: E
     if job.format == "tflite":
         from edgepack.export.tflite import convert_tflite
 
-        atomic_write_bytes(path, convert_tflite(model, job.precision, calibration, qat=job.qat))
-        return {}
+        content = convert_tflite(model, job.precision, calibration, qat=job.qat)
+        made: dict[str, Any] = {}
+        if job.precision == "int8" and not job.qat:
+            made["int8_layers"] = settings.int8_layers.value
+            if settings.int8_layers.value == "auto":
+                content, made["latency_plan"] = _plan_tflite(model, content, calibration, tmp / job.name)
+        atomic_write_bytes(path, content)
+        return made
     if job.qat:
         return _make_onnx_qat(model, path, calibration, settings, tmp / job.name)
     made: dict[str, Any] = {}
@@ -287,6 +293,18 @@ def _make_onnx_int8(fp32: Path, path: Path, calibration: np.ndarray, settings: E
     made["latency_plan"] = _compact(record)
     log.info("%s: %s (%s)", path.name, record["decision"], record.get("reason", ""))
     return made
+
+
+def _plan_tflite(model: Any, all_int8: bytes, calibration: np.ndarray, work: Path) -> tuple[bytes, dict[str, Any]]:
+    """The latency plan for a post-training int8 .tflite (``export.latency.plan_tflite_int8``)."""
+    from edgepack.export.latency import plan_tflite_int8
+    from edgepack.export.tflite import convert_tflite, convert_tflite_selective
+
+    content, record = plan_tflite_int8(all_int8, convert_tflite(model, "fp32"),
+                                       lambda ops: convert_tflite_selective(model, calibration, ops),
+                                       calibration[:1], work)  # fmt: skip
+    log.info("tflite int8: %s (%s)", record["decision"], record.get("reason", ""))
+    return content, record
 
 
 def _compact(record: dict[str, Any]) -> dict[str, Any]:
