@@ -275,7 +275,7 @@ def test_tflite_latency_plan_keeps_an_op_float_only_when_the_whole_file_gets_fas
         asked.append(ops)
         return "+".join(ops).encode()
 
-    content, record = plan_tflite_int8(b"int8", b"fp32", selective, np.zeros((1, 28, 28, 1), np.float32), tmp_path)
+    content, record = plan_tflite_int8(b"int8", selective, np.zeros((1, 28, 28, 1), np.float32), tmp_path)
     assert asked[:4] == [("a",), ("b",), ("c",), ("d",)]  # each op alone float
     assert asked[4:] == ([tuple(float_ops or ["a", "c"])] if len(timings) == 2 else [])
     assert record["decision"] == decision
@@ -289,10 +289,12 @@ def _tflite_op_dtypes(path: Path) -> list[tuple[str, str, str]]:
     """[(op, output tensor name, output dtype)] of the compute ops of a .tflite."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from edgepack.export.tflite import QUANTIZABLE_OPS
+
     it = Interpreter(model_path=str(path))
     out = []
     for o in it._get_ops_details():
-        if o["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+        if o["op_name"] in QUANTIZABLE_OPS:
             t = it._get_tensor_details(o["outputs"][0], 0)
             out.append((o["op_name"], t["name"], np.dtype(t["dtype"]).name))
     return out
@@ -386,7 +388,7 @@ def test_tflite_latency_plan_skips_an_op_that_cannot_be_kept_float_alone(monkeyp
             raise ExportError("tflite int8 with a float: the converter failed: nothing left to quantize")
         return "+".join(ops).encode()
 
-    content, record = plan_tflite_int8(b"int8", b"fp32", selective, np.zeros((1, 28, 28, 1), np.float32), tmp_path)
+    content, record = plan_tflite_int8(b"int8", selective, np.zeros((1, 28, 28, 1), np.float32), tmp_path)
     assert record["nodes"][0]["file_p50_us_with_op_float"] is None
     assert record["nodes"][0]["precision"] == "int8"
     assert record["float_ops"] == ["c"]

@@ -210,18 +210,18 @@ def litert_call(content: bytes, x: np.ndarray, tmp: Path, threads: int = 1) -> C
     (the lean runtime's prepared input and engine call: set_tensor + invoke + get_tensor)."""
     from edgepack.runtime import load
 
-    path = Path(tempfile.mkstemp(suffix=".tflite", dir=tmp)[1])
-    path.write_bytes(content)
-    predictor = load(path, threads=threads)
+    with tempfile.NamedTemporaryFile(suffix=".tflite", dir=tmp, delete=False) as f:
+        f.write(content)
+    predictor = load(f.name, threads=threads)
     inp = predictor.prepare(x)
     return lambda: predictor.run_prepared(inp)
 
 
-def plan_tflite_int8(all_int8: bytes, float_model: bytes, selective: Callable[[tuple[str, ...]], bytes],
-                     x: np.ndarray, tmp: Path, threads: int = 1) -> tuple[bytes, dict[str, Any]]:  # fmt: skip
+def plan_tflite_int8(all_int8: bytes, selective: Callable[[tuple[str, ...]], bytes], x: np.ndarray, tmp: Path,
+                     threads: int = 1) -> tuple[bytes, dict[str, Any]]:  # fmt: skip
     """Choose per compute op between int8 and float for a post-training int8 .tflite, on this machine.
 
-    ``all_int8``: the full-integer file; ``float_model``: the fp32 file (for the op names);
+    ``all_int8``: the full-integer file (its op names are the converter's at every precision);
     ``selective(float_ops)``: the int8 file with those ops float. Each op is tried alone float and timed as a
     whole file against all-int8 (interleaved rounds); the ops that win by MIN_GAIN stay float, and when more than
     one does, their combination is timed once more. Returns (the chosen bytes, the record for the bundle).
@@ -230,7 +230,7 @@ def plan_tflite_int8(all_int8: bytes, float_model: bytes, selective: Callable[[t
     from edgepack.machine import cpu_model, isa_features
 
     tmp.mkdir(parents=True, exist_ok=True)
-    ops = quantizable_ops(float_model)
+    ops = quantizable_ops(all_int8)
     record: dict[str, Any] = {
         "method": "LiteRT whole-file p50 with each compute op alone kept float, side by side with all-int8",
         "machine": {"cpu_model": cpu_model(), "isa": isa_features()}, "threads": threads, "batch": int(len(x)),

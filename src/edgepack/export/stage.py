@@ -298,10 +298,9 @@ def _make_onnx_int8(fp32: Path, path: Path, calibration: np.ndarray, settings: E
 def _plan_tflite(model: Any, all_int8: bytes, calibration: np.ndarray, work: Path) -> tuple[bytes, dict[str, Any]]:
     """The latency plan for a post-training int8 .tflite (``export.latency.plan_tflite_int8``)."""
     from edgepack.export.latency import plan_tflite_int8
-    from edgepack.export.tflite import convert_tflite, convert_tflite_selective
+    from edgepack.export.tflite import convert_tflite_selective
 
-    content, record = plan_tflite_int8(all_int8, convert_tflite(model, "fp32"),
-                                       lambda ops: convert_tflite_selective(model, calibration, ops),
+    content, record = plan_tflite_int8(all_int8, lambda ops: convert_tflite_selective(model, calibration, ops),
                                        calibration[:1], work)  # fmt: skip
     log.info("tflite int8: %s (%s)", record["decision"], record.get("reason", ""))
     return content, record
