@@ -260,6 +260,30 @@ def test_eight_threads_times_1000_predictions_give_exactly_the_sequential_result
     assert mismatches == [0] * n_threads
 
 
+def test_litert_direct_call_gives_the_public_methods_results_across_batch_resizes():
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgepack.runtime.engines import LiteRTEngine
+
+    content = _model_file("digits-tflite-int8").read_bytes()
+    direct, public = LiteRTEngine(content, threads=1), LiteRTEngine(content, threads=1)
+    assert direct._direct  # the pinned LiteRT exposes the C++ calls: the fast path is what runs
+    public._direct = False
+    x = _eval("digits-tflite-int8")["x"]
+    with load(FIX / "digits-tflite-int8.json") as p:
+        inp = p.prepare(x[:5])
+    sizes = (1, 3, 1, 5, 2)  # each change of batch size resizes and re-allocates the interpreter
+    outs = [direct.run(inp[:n]) for n in sizes]
+    for n, out in zip(sizes, outs, strict=True):
+        np.testing.assert_array_equal(out, public.run(inp[:n]))
+    it = Interpreter(model_content=content, num_threads=1)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], inp[:1])
+    it.invoke()
+    np.testing.assert_array_equal(outs[0], it.get_tensor(it.get_output_details()[0]["index"]))
+    assert not np.shares_memory(outs[0], outs[2])
+
+
 # -- the predict command ---------------------------------------------------------------------------
 
 
