@@ -20,43 +20,27 @@ above 1.5 x floor_us, the floor target is out of reach with these kernels on thi
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def main() -> int:
+    from litert_parts import invoke_call, open_source, parse_args  # puts src/ on sys.path
+
     from edgepack.bench.floor import measure_floor
-    from edgepack.compress import load_keras
-    from edgepack.data import load_from_run
     from edgepack.export.inspect import count_macs
     from edgepack.export.latency import interleaved_p50
     from edgepack.export.tflite import convert_tflite
     from edgepack.files import atomic_write_text
     from edgepack.machine import machine_info
-    from edgepack.manifest import RunDir
     from edgepack.runtime import load
     from edgepack.tf import keras
     from edgepack.train.fit import to_float
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run", type=Path)
-    p.add_argument("--source", default="pruned", help="the Keras artifact whose int8 .tflite is bounded")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--rounds", type=int, default=9)
-    args = p.parse_args()
-
-    run = RunDir.open(args.run)
-    model = load_keras(run.file(run.require(args.source, name=args.source, format="keras")))
-    data = load_from_run(run.path, run.manifest["dataset"])
-    calibration = to_float(data.x_train[:200])
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    args = parse_args(__doc__.split("\n\n")[0], "bounded", rounds=9)
+    src = open_source(args.run, args.source)
+    model, layers, calibration = src.model, src.layers, src.calibration
     cut = next(i for i, layer in enumerate(layers) if isinstance(layer, keras.layers.MaxPooling2D))
     conv1 = layers[0]
     if not isinstance(conv1, keras.layers.Conv2D) or cut != 1:
@@ -94,20 +78,11 @@ def main() -> int:
         "front: conv1 fp32 (no pool, no QUANTIZE)": convert_tflite(conv1_model, "fp32"),
         "front: 1x1 ones + depthwise + pool1 int8": convert_tflite(rewritten(), "int8", calibration),
     }
-    recommended = run.path / f"export/{args.source}-tflite-int8.tflite"
-    from ai_edge_litert.interpreter import Interpreter
-
-    def invoke(content: bytes):
-        it = Interpreter(model_content=content, num_threads=1)
-        it.allocate_tensors()
-        d = it.get_input_details()[0]
-        it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-        return it.invoke
-
-    calls = {k: invoke(c) for k, c in files.items()}
-    calls[f"whole: {recommended.name} invoke"] = invoke(recommended.read_bytes())
+    recommended = src.run.path / f"export/{args.source}-tflite-int8.tflite"
+    calls = {k: invoke_call(c) for k, c in files.items()}
+    calls[f"whole: {recommended.name} invoke"] = invoke_call(recommended.read_bytes())
     predictor = load(recommended)
-    x = predictor.prepare(to_float(data.x_test[:1]))
+    x = predictor.prepare(to_float(src.data.x_test[:1]))
     calls[f"whole: {recommended.name} Predictor.run_prepared"] = lambda: predictor.run_prepared(x)
     floor = measure_floor()
     p50 = interleaved_p50(calls, rounds=args.rounds, min_time=0.1)

@@ -11,64 +11,34 @@ next to its multiply-adds and the int8 compute floor for them (``edgepack.bench.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-import numpy as np  # noqa: E402
-
 
 def main() -> int:
+    from litert_parts import invoke_call, open_source, parse_args  # puts src/ on sys.path
+
     from edgepack.bench.floor import measure_floor
-    from edgepack.compress import load_keras
-    from edgepack.data import load_from_run
     from edgepack.export.inspect import count_macs
     from edgepack.export.latency import interleaved_p50
     from edgepack.export.tflite import convert_tflite, convert_tflite_selective, quantizable_ops
     from edgepack.files import atomic_write_text
     from edgepack.machine import machine_info
-    from edgepack.manifest import RunDir
     from edgepack.tf import keras
     from edgepack.train.fit import to_float
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run", type=Path)
-    p.add_argument("--source", default="pruned", help="the Keras artifact whose int8 .tflite is profiled")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--rounds", type=int, default=7)
-    args = p.parse_args()
-
-    run = RunDir.open(args.run)
-    model = load_keras(run.file(run.require(args.source, name=args.source, format="keras")))
-    data = load_from_run(run.path, run.manifest["dataset"])
-    calibration = to_float(data.x_train[:200])
-    bundle = json.loads((run.path / f"export/{args.source}-tflite-int8.json").read_text())
+    args = parse_args(__doc__.split("\n\n")[0], "profiled", rounds=7)
+    src = open_source(args.run, args.source)
+    model, layers, calibration = src.model, src.layers, src.calibration
+    bundle = json.loads((src.run.path / f"export/{args.source}-tflite-int8.json").read_text())
     plan = bundle["settings"].get("latency_plan", {})
     float_ops = plan.get("float_ops", [])
     floor = measure_floor()
     rate = floor["int8_macs_per_s"]
-    x = to_float(data.x_test[:1])
+    x = to_float(src.data.x_test[:1])
 
-    from ai_edge_litert.interpreter import Interpreter
-
-    def invoke(content: bytes):
-        it = Interpreter(model_content=content, num_threads=1)
-        it.allocate_tensors()
-        d = it.get_input_details()[0]
-        inp = x
-        if d["dtype"] == np.int8:
-            scale, zero = d["quantization"]
-            inp = np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
-        it.set_tensor(d["index"], inp)
-        return it.invoke
-
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     compute = [layer.name for layer in layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
     full_ops = quantizable_ops(convert_tflite(model, "fp32"))
     variants = {"all-int8": ()}
@@ -91,7 +61,7 @@ def main() -> int:
                     content = convert_tflite(prefix, "fp32")
                 else:
                     content = convert_tflite_selective(prefix, calibration, names)
-                calls[(label, k)] = invoke(content)
+                calls[(label, k)] = invoke_call(content, x)
     p50 = interleaved_p50(calls, rounds=args.rounds, min_time=0.1)
 
     m = machine_info()
