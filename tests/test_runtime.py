@@ -284,6 +284,27 @@ def test_litert_direct_call_gives_the_public_methods_results_across_batch_resize
     assert not np.shares_memory(outs[0], outs[2])
 
 
+def test_litert_slot_goes_back_to_the_pool_only_when_another_caller_may_resize_it():
+    from collections import deque
+
+    from edgepack.runtime.engines import LiteRTEngine
+
+    class CheckedPool(deque):  # a caller may pop the slot the moment it is appended, and resize it
+        def append(self, slot):
+            assert slot.interpreter._safe_to_run(), "a reference to the interpreter outlives the call"
+            super().append(slot)
+
+    engine = LiteRTEngine(_model_file("digits-tflite-int8").read_bytes(), threads=1)
+    engine._idle = CheckedPool(engine._idle)
+    with load(FIX / "digits-tflite-int8.json") as p:
+        inp = p.prepare(_eval("digits-tflite-int8")["x"][:3])
+    for n in (1, 3, 1):
+        engine.run(inp[:n])
+    with pytest.raises(ValueError, match="Cannot set tensor"):  # nor may a failing call leave one behind
+        engine.run(inp[:1].astype(np.float32))
+    engine.run(inp[:2])
+
+
 # -- the predict command ---------------------------------------------------------------------------
 
 

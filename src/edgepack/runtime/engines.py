@@ -196,10 +196,12 @@ class LiteRTEngine:
                 it.allocate_tensors()
                 slot.batch = n
             if self._direct:  # the calls the public methods make, without their per-call Python checks
-                raw = it._interpreter  # fetched per call: a held reference would fail allocate_tensors' check
-                raw.SetTensor(self._in_index, inp)
-                raw.Invoke()
-                return raw.GetTensor(self._out_index, 0)
+                # No local name for it._interpreter: the finally below hands the slot to the next caller before
+                # this frame's locals go, and an extra reference makes that caller's allocate_tensors (a resize)
+                # refuse to run. A temporary is gone when its call returns or raises.
+                it._interpreter.SetTensor(self._in_index, inp)
+                it._interpreter.Invoke()
+                return it._interpreter.GetTensor(self._out_index, 0)
             it.set_tensor(self._in_index, inp)
             it.invoke()
             return it.get_tensor(self._out_index)
