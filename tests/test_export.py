@@ -334,7 +334,7 @@ def test_export_before_training_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1
-    assert "no trained baseline model found; run `edgepack train` first" in err[0]
+    assert "no trained or imported baseline model found; run `edgepack train` or `edgepack import` first" in err[0]
     assert not (tmp_path / "run/export").exists()
 
 

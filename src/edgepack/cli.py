@@ -137,6 +137,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from edgepack.manifest import RunDir
+    from edgepack.model import ImportSettings, import_stage
+    from edgepack.recipe import parse_image_size
+
+    data = _replace(DataSettings(), _given(args, spec="data", test_split="test_split", seed="seed"))
+    settings = ImportSettings(
+        image_size=parse_image_size(args.image_size) if args.image_size is not None else None,
+        color=args.color, scale=_number(args.scale, "--scale"), mean=_numbers(args.mean, "--mean"),
+        std=_numbers(args.std, "--std"), output=args.output,
+        labels=tuple(v.strip() for v in args.labels.split(",")) if args.labels is not None else None,
+        allow_unsafe=args.allow_unsafe,
+    )  # fmt: skip
+    RunDir.check_target(args.out, args.force)
+    run = import_stage(args.model, data, settings, args.out, force=args.force, progress=not args.quiet)
+    from edgepack.pipeline import summarize
+
+    summary = summarize(run)
+    base = run.baseline()
+    summary["model"] = run.manifest["model"]
+    summary["stages_possible"] = base.settings.get("stages_possible")
+    text = _summary_text(summary) + "\nmodel: " + run.model_spec().describe() + "\nnext stages: " + \
+        ", ".join(base.settings.get("stages_possible", [])) + (
+            f" (compress refused: {base.settings['compressible_reason']})" if not base.settings.get("compressible")
+            else "")  # fmt: skip
+    _emit(args, summary, text)
+    return 0
+
+
+def _number(value: str | None, what: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{what} {value!r}: expected a number, e.g. 0.00392 (= 1/255) or 1") from None
+
+
+def _numbers(value: str | None, what: str) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{what} {value!r}: expected a number or one per channel, e.g. 0.5 or "
+                          "0.485,0.456,0.406") from None  # fmt: skip
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -371,6 +419,31 @@ def _add_run(sub: Any, name: str) -> None:
     _common(p)
 
 
+def _add_import(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="bring a model someone else made into a new run directory",
+                       description="Load MODEL (tf_keras or Keras 3 .keras, .h5, a SavedModel folder), describe its "
+                       "input and output, evaluate it on the data's test split and record it as the run's baseline, "
+                       "ready for compress / export / bench. Options say what the file cannot.")  # fmt: skip
+    p.add_argument("model", metavar="MODEL", help="a .keras, .h5 file or a SavedModel folder")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="mnist-5k", metavar="SPEC", help="labelled images to evaluate and compress on")
+    g.add_argument("--test-split", type=float, help="test fraction when the data has no test split (default 0.2)")
+    g.add_argument("--seed", type=int, help="seed for the split (default 0)")
+    g = p.add_argument_group("what the model file cannot say")
+    g.add_argument("--image-size", metavar="HxW", help="image size for a model whose input size is not fixed")
+    g.add_argument("--color", help="grayscale or rgb (default: by the model's input channels)")
+    g.add_argument("--scale", help="model input = pixel (0-255) * SCALE (default 1/255)")
+    g.add_argument("--mean", help="subtracted after scaling, one value or one per channel (default 0)")
+    g.add_argument("--std", help="divided by after the mean, one value or one per channel (default 1)")
+    g.add_argument("--output", help="probabilities, sigmoid, logits or raw (default: read from the last layer)")
+    g.add_argument("--labels", metavar="A,B,...", help="class names (default: the data's)")
+    p.add_argument("--allow-unsafe", action="store_true",
+                   help="load layers that run Python code (Lambda); only for a file you trust")  # fmt: skip
+    p.add_argument("--out", required=True, metavar="DIR", help="the new run directory")
+    p.add_argument("--force", action="store_true", help="replace DIR if it is an existing edgepack run")
+    _common(p)
+
+
 def _add_predict(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="classify image files with an exported model (lean runtime, no TensorFlow)",
                        description="Load MODEL (.onnx, .tflite, or a bundle .json; a model file uses its sibling "
@@ -474,6 +547,7 @@ def _add_compress(sub: Any, name: str) -> None:
 COMMANDS: dict[str, tuple[Callable[[Any, str], None], Callable[[argparse.Namespace], int]]] = {
     "run": (_add_run, cmd_run),
     "train": (_add_train, cmd_train),
+    "import": (_add_import, cmd_import),
     "compress": (_add_compress, cmd_compress),
     "export": (_add_export, cmd_export),
     "bench": (_add_bench, cmd_bench),

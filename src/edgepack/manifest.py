@@ -21,11 +21,13 @@ from typing import Any
 from edgepack import __version__
 from edgepack.errors import ConfigError, ModelLoadError
 from edgepack.files import atomic_write_json, gzip_size, sha256_file, umask
+from edgepack.spec import ModelSpec, Preprocess, TensorSpec
 
 MANIFEST = "manifest.json"
 FORMATS = ("keras", "tflite", "onnx")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
-STAGES = ("train", "prune", "cluster", "qat", "export")
+STAGES = ("train", "import", "prune", "cluster", "qat", "export")
+BASELINE_STAGES = ("train", "import")  # the stages that bring a model into a run
 
 
 @dataclass
@@ -182,6 +184,34 @@ class RunDir:
         if not file.exists():
             raise ModelLoadError(f"run directory {self.path}: {found.path} is listed in the manifest but missing")
         return found
+
+    def baseline(self) -> Artifact:
+        """The model the run started from: trained by edgepack or imported (none: ConfigError)."""
+        for stage in BASELINE_STAGES:
+            found = self.latest(stage=stage, format="keras")
+            if found is not None:
+                return found
+        raise ConfigError(f"run directory {self.path}: no trained or imported baseline model found; run "
+                          "`edgepack train` or `edgepack import` first")  # fmt: skip
+
+    def model_spec(self) -> ModelSpec:
+        """The run's model description (manifest ``model``), written by the stage that brought the model in.
+
+        Runs made before the description existed get the one their train stage implied: the data's pixels
+        x / 255, NHWC, a sigmoid head for two classes and softmax otherwise.
+        """
+        block = self.manifest.get("model")
+        if block is not None:
+            return ModelSpec.from_dict(block, where=f"run directory {self.path}: manifest model")
+        ds = self.manifest.get("dataset")
+        if not isinstance(ds, dict) or "input_shape" not in ds or "class_names" not in ds:
+            raise ConfigError(f"run directory {self.path}: the manifest has no model description and no dataset; "
+                              "run `edgepack train` or `edgepack import` first")  # fmt: skip
+        h, w, c = (int(d) for d in ds["input_shape"])
+        names = tuple(str(n) for n in ds["class_names"])
+        return ModelSpec(input=TensorSpec("image", (None, h, w, c)),
+                         preprocess=Preprocess((h, w), "rgb" if c == 3 else "grayscale", float(ds.get("scale", 1 / 255))),
+                         output_kind="sigmoid" if len(names) == 2 else "probabilities", labels=names)  # fmt: skip
 
     def file(self, artifact: Artifact) -> Path:
         return self.path / artifact.path

@@ -153,12 +153,30 @@ def _int_tuple(values: Any, what: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(values))
 
 
+def parse_image_size(value: Any, what: str = "--image-size") -> tuple[int, int]:
+    """(H, W) from 32, "32", "48x64", (48, 64) or [48, 64]; each side 8 to 1024."""
+    if isinstance(value, str):
+        parts = value.lower().replace(" ", "").split("x")
+        try:
+            value = tuple(int(p) for p in parts)
+        except ValueError:
+            raise ConfigError(f"{what}: got {value!r}; expected SIZE or HxW, e.g. 32 or 48x64") from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    _check(isinstance(value, tuple | list) and len(value) in (1, 2),
+           f"{what}: got {value!r}; expected SIZE or HxW, e.g. 32 or 48x64")  # fmt: skip
+    value = tuple(value) * (2 if len(value) == 1 else 1)
+    for v in value:
+        _positive_int(v, what, minimum=8, maximum=1024)
+    return int(value[0]), int(value[1])
+
+
 @dataclass(frozen=True)
 class DataSettings:
     """Where the images come from and how they are shaped for the model."""
 
     spec: str = "mnist-5k"
-    image_size: int | None = None  # None: the data's own size (28 for mnist-5k, 28 for image folders)
+    image_size: int | tuple[int, int] | None = None  # SIZE or (H, W); None: the data's own (28 for folders)
     color: Color = Color.AUTO  # auto: grayscale unless the images are in colour
     test_split: float = 0.2  # used only when the data brings no test split
     seed: int = 0
@@ -167,7 +185,8 @@ class DataSettings:
         _check(isinstance(self.spec, str) and self.spec.strip() != "", f"data spec: got {self.spec!r}; expected "
                "mnist-5k, a folder, an .npz file or keras:mnist|fashion_mnist|cifar10")  # fmt: skip
         if self.image_size is not None:
-            _positive_int(self.image_size, "--image-size", minimum=8, maximum=1024)
+            size = parse_image_size(self.image_size)
+            object.__setattr__(self, "image_size", size[0] if size[0] == size[1] else size)
         object.__setattr__(self, "color", Color.parse(self.color, "--color"))
         _fraction(self.test_split, "--test-split", 0.0, 1.0)
         _check(self.test_split > 0, f"--test-split: got {self.test_split!r}; expected a number in (0, 1)")

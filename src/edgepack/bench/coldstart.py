@@ -35,7 +35,8 @@ import numpy as np
 from edgepack.tf import tf, keras
 from edgepack.bench.keras_ref import load_keras
 m = load_keras(sys.argv[1])
-x = np.load(sys.argv[4]).astype(np.float32) / 255.0
+x = np.load(sys.argv[4])
+x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x  # the parent passes the preprocessed input
 m(x, training=False)
 t1 = time.perf_counter_ns()
 """

@@ -43,6 +43,7 @@ class Target:
     parity: dict[str, Any] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     eval_npz: Path | None = None
+    model_spec: dict[str, Any] | None = None  # the run's model description (Keras rows preprocess with it)
 
 
 # -- what to benchmark ---------------------------------------------------------------------------------------------
@@ -72,7 +73,8 @@ def targets_from_run(run_path: Path) -> list[Target]:
         if parity is None and bundle.is_file():
             parity = json.loads(bundle.read_text()).get("parity")
         targets.append(Target(a.name, bundle if bundle.is_file() and a.format != "keras" else file, file, a.format,
-                              a.precision, a.parent, parity, metrics, eval_npz if eval_npz.is_file() else None))  # fmt: skip
+                              a.precision, a.parent, parity, metrics, eval_npz if eval_npz.is_file() else None,
+                              run.model_spec().to_dict()))  # fmt: skip
     if not targets:
         raise ConfigError(
             f"run directory {run.path}: no exported or Keras models to benchmark; run `edgepack export` first"
@@ -210,10 +212,14 @@ def _bench_keras(targets: list[Target], settings: BenchSettings, progress: Any) 
     if not with_eval:
         log.warning("Keras reference rows skipped: no export/eval.npz to measure them on")
         return []
-    models = [{"name": t.name, "path": str(t.file)} for t in with_eval]
+    from edgepack.spec import ModelSpec
+
+    models = [{"name": t.name, "path": str(t.file), "model_spec": t.model_spec} for t in with_eval]
     by_name = {t.name: t for t in with_eval}
     x, _ = _eval_set(with_eval[0])
-    colds = {t.name: cold_start(t.file, "keras", settings.threads[0], x[:1]) for t in with_eval}
+    colds = {t.name: cold_start(t.file, "keras", settings.threads[0],
+                                ModelSpec.from_dict(t.model_spec).preprocess_pixels(x[:1]) if t.model_spec else x[:1])
+             for t in with_eval}  # fmt: skip
     rows = []
     for threads in settings.threads:
         progress(f"Keras reference rows, threads={threads} ({len(models)} models)")

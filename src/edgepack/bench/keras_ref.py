@@ -18,10 +18,10 @@ import numpy as np
 
 
 def load_keras(path: str | Path) -> Any:
-    """Any run model, including QAT ones (edgepack.compress.load_keras opens them inside quantize_scope)."""
-    from edgepack.compress import load_keras as _load
+    """Any run model: QAT ones (inside tfmot's quantize_scope) and imported Keras 3 ones included."""
+    from edgepack.model.keras_import import load_run_keras
 
-    return _load(path)
+    return load_run_keras(Path(path))
 
 
 def keras_stats(model: Any) -> dict[str, Any]:
@@ -45,14 +45,17 @@ def keras_stats(model: Any) -> dict[str, Any]:
 
 def _child(spec: dict[str, Any]) -> list[dict[str, Any]]:
     from edgepack.bench.timing import time_call
+    from edgepack.spec import ModelSpec
+    from edgepack.train.fit import default_spec_for
 
     data = np.load(spec["eval"])
-    x, y = data["x"].astype(np.float32) / 255.0, data["y"]
+    pixels, y = data["x"], data["y"]
     rows = []
     for m in spec["models"]:
         model = load_keras(m["path"])
-        probs = model.predict(x, batch_size=256, verbose=0)
-        pred = (probs[:, 0] > 0.5).astype(np.int64) if probs.shape[1] == 1 else probs.argmax(axis=1)
+        model_spec = ModelSpec.from_dict(m["model_spec"]) if m.get("model_spec") else default_spec_for(model)
+        x = model_spec.preprocess_pixels(pixels)
+        pred = model_spec.head(model.predict(x, batch_size=256, verbose=0)).argmax(axis=1)
         stats = keras_stats(model)
         for batch in spec["batch"]:
             xb = np.ascontiguousarray(np.resize(x, (batch, *x.shape[1:])))

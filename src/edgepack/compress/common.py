@@ -8,6 +8,7 @@ import numpy as np
 
 from edgepack.data import Dataset
 from edgepack.errors import ConfigError
+from edgepack.spec import ModelSpec
 from edgepack.tf import keras
 from edgepack.train.fit import RichProgress, to_float
 from edgepack.train.model import compile_model
@@ -60,13 +61,15 @@ def fine_tune(
     description: str,
     callbacks: list | None = None,
     progress: bool = True,
+    spec: ModelSpec | None = None,
 ) -> dict[str, list[float]]:
-    """Compile with the training loss and fit on the run's training split; returns the history."""
+    """Compile with the training loss and fit on the run's training split (preprocessed as the model
+    description says); returns the history."""
     compile_model(model, data.n_classes, learning_rate)
     callbacks = list(callbacks or [])
     if progress:
         callbacks.append(RichProgress(description, steps_per_epoch(len(data.y_train), batch_size), epochs))
-    x = to_float(data.x_train, data.scale)
+    x = spec.preprocess_pixels(data.x_train) if spec is not None else data.model_inputs(data.x_train)
     history = model.fit(x, data.y_train, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
                         callbacks=callbacks)  # fmt: skip
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}

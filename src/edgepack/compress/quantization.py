@@ -66,14 +66,14 @@ def as_default_qat(trained: keras.Model, float_model: keras.Model, data: Dataset
     """
     import numpy as np
 
-    from edgepack.compress.common import as_float, copy_model
+    from edgepack.compress.common import copy_model
 
     plain, _ = quantize(copy_model(float_model), pruned=False, clustered=False, preserve=False)
     for target, source in zip(plain.layers, trained.layers, strict=True):
         by_name = {_short(w.name, source.name): w for w in source.weights}
         for w in target.weights:
             w.assign(by_name[_short(w.name, target.name)])
-    x = as_float(data.x_test[:64], data.scale)
+    x = data.model_inputs(data.x_test[:64])
     diff = float(np.abs(plain(x, training=False).numpy() - trained(x, training=False).numpy()).max())
     if diff > 1e-4:
         raise RuntimeError(f"cluster-preserving QAT model could not be re-expressed as default QAT (max |diff| {diff})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import warnings
@@ -20,13 +21,17 @@ log = logging.getLogger(__name__)
 TOLERANCE = 0.01  # a stage may fall short of its sparsity target by at most 1 point
 
 
-def load_keras(path: str | Path) -> keras.Model:
-    """Load any model a run holds, including quantization-aware ones (tfmot's quantize_scope)."""
+def load_keras(path: str | Path, allow_unsafe: bool = False) -> keras.Model:
+    """Load any model a run holds, including quantization-aware ones (tfmot's quantize_scope).
+
+    ``allow_unsafe``: also load layers that hold Python code (only for a file the user trusts)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ModelLoadError(f"model {path}: no such file")
     try:
         with tfmot.quantization.keras.quantize_scope():
+            if path.suffix == ".keras":
+                return keras.models.load_model(path, compile=False, safe_mode=not allow_unsafe)
             return keras.models.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - any load failure is reported as one line
         first = str(e).splitlines()[0] if str(e) else ""
@@ -130,20 +135,24 @@ def compress_stage(
 
     if prune is None and cluster is None and qat is None:
         raise ConfigError("compress: nothing to do; give --prune, --m-by-n, --cluster and/or --qat")
-    baseline = run.require("trained model", stage="train", format="keras")
+    baseline = run.baseline()
+    if baseline.settings.get("compressible") is False:
+        raise ConfigError(f"compress: the imported model {baseline.path} cannot be compressed: "
+                          f"{baseline.settings.get('compressible_reason', 'tfmot cannot wrap it')}; "
+                          "`edgepack export` still makes every file from it")  # fmt: skip
     if "dataset" not in run.manifest:
         raise ConfigError(f"run directory {run.path}: the manifest has no dataset; run `edgepack train` first")
     model = load_keras(run.file(baseline))
     prune_layers = pruning.prune_layers(model, prune) if prune else ()  # bad layer names fail here, before work
     cluster_layers = select_layers(model, cluster.layers) if cluster else ()
-    data = load_from_run(run.path, run.manifest["dataset"])
+    data = dataclasses.replace(load_from_run(run.path, run.manifest["dataset"]), model_spec=run.model_spec())
     batch_size = int(baseline.settings.get("batch_size", 32))
     seed_everything(int(baseline.settings.get("seed", 0)))
     base_acc = baseline.metrics.get("accuracy")
 
     def measure(m: keras.Model, selected: tuple[str, ...]) -> dict[str, Any]:
         stats = model_stats(m, selected)
-        stats.update(evaluate(m, data.x_test, data.y_test, data.n_classes))
+        stats.update(evaluate(m, data.x_test, data.y_test, data.n_classes, data.model_spec))
         if isinstance(base_acc, float):
             stats["accuracy_delta"] = stats["accuracy"] - base_acc
         stats["_kernels"] = kernels(m)

@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from edgepack.errors import DataError
 from edgepack.recipe import Color, DataSettings
+from edgepack.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,17 @@ class Dataset:
     skipped_files: int = 0
     skipped: tuple[str, ...] = field(default=())  # the first few, with the reason
     split: str = "given"  # "given" by the data, or "stratified" by edgepack
+    # the run's model description once a model is in (set by the stages that feed a model): how these pixels
+    # become the model's input; None = the default of the models edgepack builds (x / 255, NHWC)
+    model_spec: ModelSpec | None = None
 
     scale = 1.0 / 255.0
+
+    def model_inputs(self, x: np.ndarray, model: Any = None) -> np.ndarray:
+        """uint8 pixels of this data -> the model's float input, as the model description says."""
+        if self.model_spec is not None:
+            return self.model_spec.preprocess_pixels(x)
+        return x.astype(np.float32) * np.float32(self.scale)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -182,7 +192,7 @@ def _stray_files(root: Path, ignore: tuple[str, ...] = ()) -> list[str]:
             if p.is_file() and not p.name.startswith(".") and p.name not in ignore]  # fmt: skip
 
 
-def _read_class_folders(root: Path, size: int, spec: str) -> _Read:
+def _read_class_folders(root: Path, size: int | tuple[int, int], spec: str) -> _Read:
     entries = [p for p in sorted(root.iterdir()) if not p.name.startswith(".")]
     if not entries:
         raise DataError(f"data {spec!r}: {root} is empty; expected one sub-folder of images per class")
@@ -219,8 +229,8 @@ def _read_class_folders(root: Path, size: int, spec: str) -> _Read:
     return _Read(x, y, names, skipped, colour)
 
 
-def _read_image(path: Path, size: int) -> np.ndarray | str:
-    """The image as uint8 (size, size, 3), or the reason it was skipped."""
+def _read_image(path: Path, size: int | tuple[int, int]) -> np.ndarray | str:
+    """The image as uint8 (H, W, 3) for ``size`` = SIZE or (H, W), or the reason it was skipped."""
     try:
         with Image.open(path) as img:
             img.load()
@@ -229,8 +239,9 @@ def _read_image(path: Path, size: int) -> np.ndarray | str:
         return f"{path}: not an image"
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         return f"{path}: unreadable image ({type(e).__name__}: {str(e)[:80]})"
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    h, w = (size, size) if isinstance(size, int) else size
+    if rgb.size != (w, h):
+        rgb = rgb.resize((w, h), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)
 
 
@@ -277,13 +288,14 @@ def _color(x: np.ndarray, rgb: bool) -> np.ndarray:
     return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
 
 
-def _resize(x: np.ndarray, size: int) -> np.ndarray:
-    if x.shape[1:3] == (size, size):
+def _resize(x: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    h, w = (size, size) if isinstance(size, int) else size
+    if x.shape[1:3] == (h, w):
         return x
     out = []
     for img in x:
         pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
-        arr = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+        arr = np.asarray(pil.resize((w, h), Image.Resampling.BILINEAR), dtype=np.uint8)
         out.append(arr[..., None] if arr.ndim == 2 else arr)
     return np.stack(out)
 

@@ -89,9 +89,17 @@ def convert_onnx(model: Any, path: str | Path, opset: int, inputs_as_nchw: bool 
     name = model.inputs[0].name.split(":")[0]
     spec = (tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32, name=name),)
     try:
-        proto, _ = tf2onnx.convert.from_keras(
-            model, input_signature=spec, opset=opset, inputs_as_nchw=[name] if inputs_as_nchw else None
-        )
+        if type(model).__module__.startswith("keras."):  # a Keras 3 model (imported, not rebuilt): as a function
+            proto, _ = tf2onnx.convert.from_function(
+                tf.function(lambda x: model(x, training=False)),
+                input_signature=spec,
+                opset=opset,
+                inputs_as_nchw=[name] if inputs_as_nchw else None,
+            )
+        else:
+            proto, _ = tf2onnx.convert.from_keras(
+                model, input_signature=spec, opset=opset, inputs_as_nchw=[name] if inputs_as_nchw else None
+            )
     except Exception as e:  # tf2onnx raises many types; the user needs the one line
         raise ExportError(f"onnx opset {opset}: tf2onnx failed: {str(e).splitlines()[0]}") from e
     return atomic_write_bytes(path, proto.SerializeToString())

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from edgepack.spec import ModelSpec
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -40,13 +42,12 @@ TOLERANCES: dict[str, Tolerance] = {
 }
 
 
-def run_file(path: str | Path, x: np.ndarray) -> tuple[np.ndarray, str]:
+def run_file(path: str | Path, x: np.ndarray, spec: ModelSpec) -> tuple[np.ndarray, str]:
     """Probabilities (N, n_classes) of the exported file at ``path`` for uint8 images ``x``, run in its own
-    runtime (onnxruntime or LiteRT); a sigmoid output is expanded to two columns. Returns (probs, runtime).
-
-    Kept as one small function so it can switch to ``edgepack.runtime.load(path).predict(x)``.
+    runtime (onnxruntime or LiteRT) with the model description's preprocessing and output head. Returns
+    (probs, runtime). Integer inputs and outputs are (de)quantized with the file's own parameters.
     """
-    xf = x.astype(np.float32) * np.float32(1.0 / 255.0)
+    xf = spec.preprocess_pixels(x)
     path = Path(path)
     if path.suffix == ".onnx":
         import onnxruntime as ort
@@ -77,9 +78,7 @@ def run_file(path: str | Path, x: np.ndarray) -> tuple[np.ndarray, str]:
             out = (out.astype(np.float32) - zero) * np.float32(scale)
         out = out.astype(np.float32)
         runtime = "litert"
-    if out.shape[-1] == 1:
-        out = np.concatenate([1.0 - out, out], axis=-1)
-    return out, runtime
+    return spec.head(out), runtime
 
 
 def check(precision: str, probs: np.ndarray, reference: np.ndarray, y: np.ndarray) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -12,6 +13,7 @@ from edgepack.data import Dataset, save_to_run
 from edgepack.files import atomic_path
 from edgepack.manifest import Artifact, RunDir
 from edgepack.recipe import TrainSettings, to_plain
+from edgepack.spec import ModelSpec, Preprocess, TensorSpec, default_labels
 from edgepack.tf import keras, tf
 from edgepack.train.model import build_seed_cnn, compile_model
 
@@ -62,19 +64,37 @@ class RichProgress(keras.callbacks.Callback):
         self._progress.stop()
 
 
-def probabilities(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (N, n_classes) for uint8 or [0, 1] float images; a sigmoid head gives 2 columns."""
-    xf = to_float(x) if x.dtype == np.uint8 else x.astype(np.float32)
+def probabilities(model: keras.Model, x: np.ndarray, spec: ModelSpec | None = None,
+                  batch_size: int = 256) -> np.ndarray:  # fmt: skip
+    """Class probabilities (N, n_classes) for uint8 images (preprocessed as ``spec`` says) or ready model
+    inputs (floats), through the model description's output head (a sigmoid head gives 2 columns)."""
+    spec = spec or default_spec_for(model)
+    xf = spec.preprocess_pixels(x) if x.dtype == np.uint8 else x.astype(np.float32)
     out = np.concatenate([model(xf[i : i + batch_size], training=False).numpy()
                           for i in range(0, len(xf), batch_size)])  # fmt: skip
-    if out.shape[-1] == 1:
-        out = np.concatenate([1.0 - out, out], axis=-1)
-    return out
+    return spec.head(out)
 
 
-def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, Any]:
+def default_spec_for(model: keras.Model) -> ModelSpec:
+    """The description of a model edgepack built (pixels * 1/255, NHWC, its head by column count)."""
+    shape = tuple(model.input_shape)
+    units = int(model.output_shape[-1])
+    kind = "sigmoid" if units == 1 else "probabilities"
+    return ModelSpec(input=TensorSpec(model.inputs[0].name, (None, *shape[1:])),
+                     preprocess=Preprocess(size=(shape[1], shape[2]), color="rgb" if shape[3] == 3 else "grayscale"),
+                     output_kind=kind, labels=default_labels(2 if units == 1 else units))  # fmt: skip
+
+
+def spec_for_data(model: keras.Model, data: Dataset) -> ModelSpec:
+    """The model description the train stage writes: the data's pixels, labels, and the model's head."""
+    return dataclasses.replace(default_spec_for(model), labels=tuple(data.class_names),
+                               source={"format": "keras", "by": "edgepack train"})  # fmt: skip
+
+
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, n_classes: int,
+             spec: ModelSpec | None = None) -> dict[str, Any]:  # fmt: skip
     """Test accuracy and the confusion matrix (rows: true class, columns: predicted)."""
-    pred = probabilities(model, x).argmax(axis=-1)
+    pred = probabilities(model, x, spec).argmax(axis=-1)
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(confusion, (y, pred), 1)
     return {"accuracy": float((pred == y).mean()), "confusion_matrix": confusion.tolist(), "n_eval": int(len(y))}
@@ -94,7 +114,7 @@ def fit(data: Dataset, settings: TrainSettings, progress: bool = True) -> tuple[
     """Build the seed CNN for ``data`` and train it; returns the model and the per-epoch history."""
     seed_everything(settings.seed)
     model = compile_model(build_seed_cnn(data.input_shape, data.n_classes), data.n_classes, settings.learning_rate)
-    x = to_float(data.x_train)
+    x = default_spec_for(model).preprocess_pixels(data.x_train)
     n_fit = len(x) - int(len(x) * settings.val_split)
     steps = -(-n_fit // settings.batch_size)
     callbacks = [RichProgress("training", steps, settings.epochs)] if progress else []
@@ -128,11 +148,13 @@ def train_stage(run: RunDir, data: Dataset, settings: TrainSettings, progress: b
     """Train the baseline, evaluate it on the test split, save it and record it in the manifest."""
     start = time.perf_counter()
     model, history = fit(data, settings, progress=progress)
-    metrics = evaluate(model, data.x_test, data.y_test, data.n_classes)
+    spec = spec_for_data(model, data)
+    metrics = evaluate(model, data.x_test, data.y_test, data.n_classes, spec)
     metrics.update(weight_counts(model))
     metrics["history"] = history
     log.info("baseline test accuracy %.4f", metrics["accuracy"])
     run.manifest["dataset"] = data.info()
+    run.manifest["model"] = spec.to_dict()
     save_to_run(data, run.path)
     artifact = Artifact(
         name="baseline", path=save_model(model, run, "baseline"), format="keras", precision="fp32",

@@ -1,0 +1,174 @@
+"""Making one exported file: TFLite and ONNX at each precision, from a float or a QAT Keras model.
+
+``make_file`` writes a Job's file and returns what the artifact's settings should record about how it was
+made (latency plans, quantization format, folded transposes).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack.export.planning import Job
+from edgepack.files import atomic_path
+from edgepack.recipe import ExportSettings
+
+log = logging.getLogger(__name__)
+
+
+def make_file(job: Job, model: Any, path: Path, calibration: np.ndarray, settings: ExportSettings,
+              tmp: Path) -> dict[str, Any]:  # fmt: skip
+    """Write ``job``'s file; returns what the artifact's settings should record about how it was made."""
+    from edgepack.export.onnx import convert_onnx, quantize_onnx_dynamic
+    from edgepack.files import atomic_write_bytes
+
+    if job.format == "tflite":
+        from edgepack.export.tflite import convert_tflite
+
+        content = convert_tflite(model, job.precision, calibration, qat=job.qat)
+        made: dict[str, Any] = {}
+        if job.precision == "int8" and not job.qat:
+            made["int8_layers"] = settings.int8_layers.value
+            if settings.int8_layers.value == "auto":
+                content, made["latency_plan"] = _plan_tflite(model, content, calibration, tmp / job.name)
+        atomic_write_bytes(path, content)
+        return made
+    if job.qat:
+        return _make_onnx_qat(model, path, calibration, settings, tmp / job.name)
+    made: dict[str, Any] = {}
+    if job.precision == "fp32":
+        convert_onnx(model, path, settings.opset)
+        if settings.fold_transposes:
+            made["folded_transposes"] = _fold_transposes(path)
+        return made
+    # The int8 file is quantized from the unfolded graph: ORT runs QLinearConv in NHWC, where tf2onnx's
+    # Transpose(NCHW -> NHWC) before Flatten cancels against ORT's own; folded, ORT would add one back.
+    fp32 = tmp / f"{job.source.name}-fp32.onnx"
+    if not fp32.exists():
+        convert_onnx(model, fp32, settings.opset)
+    if job.precision == "int8":
+        made.update(_make_onnx_int8(fp32, path, calibration, settings, tmp / job.name))
+    else:
+        src = fp32
+        if settings.fold_transposes:
+            src = tmp / f"{job.source.name}-fp32-folded.onnx"
+            shutil.copyfile(fp32, src)
+            made["folded_transposes"] = _fold_transposes(src)
+        quantize_onnx_dynamic(src, path)
+    return made
+
+
+def _fold_transposes(path: Path) -> int:
+    """Fold the Transpose before Flatten into the next Dense weight (``onnx_graph.fold_flatten_transpose``)."""
+    import onnx
+
+    from edgepack.export.onnx_graph import fold_flatten_transpose
+    from edgepack.files import atomic_write_bytes
+
+    folded, n = fold_flatten_transpose(onnx.load(str(path)))
+    if n:
+        atomic_write_bytes(path, folded.SerializeToString())
+    return n
+
+
+def _make_onnx_qat(model: Any, path: Path, calibration: np.ndarray, settings: ExportSettings,
+                   work: Path) -> dict[str, Any]:  # fmt: skip
+    """Int8 ONNX from a QAT model: its float graph (weights already on the QAT grid) through the same
+    quantize_static path and latency plan as post-training int8, with every scale and zero point set to the
+    QAT model's instead of calibrated (``edgepack.export.qat_onnx``)."""
+    import onnx
+
+    from edgepack.export.onnx import convert_onnx
+    from edgepack.export.qat_onnx import strip_fake_quant
+    from edgepack.files import atomic_write_bytes
+
+    work.mkdir(parents=True, exist_ok=True)
+    convert_onnx(model, work / "qat.onnx", settings.opset)
+    float_model, params = strip_fake_quant(onnx.load(str(work / "qat.onnx")))
+    atomic_write_bytes(work / "float.onnx", float_model.SerializeToString())
+    return _make_onnx_int8(work / "float.onnx", path, calibration, settings, work, qat=(model, params))
+
+
+def _make_onnx_int8(fp32: Path, path: Path, calibration: np.ndarray, settings: ExportSettings, work: Path,
+                    qat: tuple[Any, dict[str, tuple[float, int]]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Static int8 ONNX with the kernels this CPU runs best and, with int8_layers=auto, the latency plan.
+
+    With ``qat`` = (QAT keras model, ``qat_onnx.strip_fake_quant``'s parameters), ``fp32`` is that model's float
+    graph and the QAT scales and zero points replace calibration wherever QAT quantized.
+    """
+    import dataclasses
+    import platform
+
+    from edgepack.export.onnx import OnnxQuantOptions, int8_kernels, pre_process, quantize_onnx_static
+    from edgepack.machine import isa_features
+
+    if settings.int8_activations.value == "auto":
+        activations, why = int8_kernels(isa_features(), platform.machine())
+    else:
+        activations, why = settings.int8_activations.value, "set in the recipe"
+    # QAT fixes every range it learned; MinMax only fills in the tensors it never quantized (softmax output).
+    # QAT is always QDQ: its ReLU ranges need the integer Clip between QuantizeLinear and DequantizeLinear
+    # (clamp_removed_relus), which QOperator's fused QLinear* ops leave no place for.
+    calibration_method = "minmax" if qat else settings.calibration.value
+    quant_format = "qdq" if qat else settings.quant_format.value
+    options = OnnxQuantOptions(calibration=calibration_method, quant_format=quant_format,
+                               activation_type=activations)  # fmt: skip
+    made: dict[str, Any] = {"quant_format": options.quant_format, "per_channel": options.per_channel,
+                            "activation_type": activations, "weight_type": options.weight_type,
+                            "activation_type_reason": why, "int8_layers": settings.int8_layers.value}  # fmt: skip
+    work.mkdir(parents=True, exist_ok=True)
+    pre = pre_process(fp32, work / "pre.onnx")
+    overrides = None
+    if qat is not None:
+        import onnx
+
+        from edgepack.export.qat_onnx import quant_overrides
+
+        overrides = quant_overrides(onnx.load(str(pre)), qat[1], qat[0], activations)
+        made["qat_quantization"] = {
+            "source": "the QAT model's min/max variables (activations) and kernel_min/kernel_max (weights)",
+            "activations": {t: [float(o[0]["scale"]), int(o[0]["zero_point"])] for t, o in overrides.items()
+                            if "axis" not in o[0]},
+            "weights": sorted(t for t, o in overrides.items() if "axis" in o[0]),
+        }  # fmt: skip
+    if settings.int8_layers.value == "all":
+        quantize_onnx_static(pre, path, calibration, options, pre_processed=True, overrides=overrides)
+        return made
+    from edgepack.export.latency import plan_int8
+
+    def quantize(exclude: tuple[str, ...], out: Path) -> Path:
+        opts = dataclasses.replace(options, nodes_to_exclude=exclude)
+        return quantize_onnx_static(pre, out, calibration, opts, pre_processed=True, overrides=overrides)
+
+    chosen, record = plan_int8(pre, quantize, calibration[:1], work)
+    with atomic_path(path) as out:
+        shutil.copyfile(chosen, out)
+    made["latency_plan"] = _compact(record)
+    log.info("%s: %s (%s)", path.name, record["decision"], record.get("reason", ""))
+    return made
+
+
+def _plan_tflite(model: Any, all_int8: bytes, calibration: np.ndarray, work: Path) -> tuple[bytes, dict[str, Any]]:
+    """The latency plan for a post-training int8 .tflite (``export.latency.plan_tflite_int8``)."""
+    from edgepack.export.latency import plan_tflite_int8
+    from edgepack.export.tflite import convert_tflite_selective
+
+    content, record = plan_tflite_int8(all_int8, lambda ops: convert_tflite_selective(model, calibration, ops),
+                                       calibration[:1], work)  # fmt: skip
+    log.info("tflite int8: %s (%s)", record["decision"], record.get("reason", ""))
+    return content, record
+
+
+def _compact(record: dict[str, Any]) -> dict[str, Any]:
+    """The plan for the bundle, with each profile as [node, kernel, µs] rows."""
+    out = {k: v for k, v in record.items() if k != "profiles"}
+    out["profiles_us"] = {k: [[r["name"], r["op"], round(r["us"], 2)] for r in rows]
+                          for k, rows in record.get("profiles", {}).items()}  # fmt: skip
+    return out
+
+
+# -- verifying one file ---------------------------------------------------------------------------

@@ -1,0 +1,71 @@
+"""Which files an export makes: one Job per (source model, format, precision), checked before any work.
+
+Sources are picked from the manifest by stage: the float/PTQ exports come from the last float compressed
+model (clustered, else pruned, else the baseline); int8-from-QAT from the ``qat`` model; and when a
+compressed model exists the baseline is also exported at fp32 as the size/accuracy reference.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from edgepack.errors import ConfigError
+from edgepack.manifest import BASELINE_STAGES, Artifact, RunDir
+from edgepack.recipe import ExportSettings
+
+log = logging.getLogger(__name__)
+
+EXPORT_DIR = "export"
+EVAL_FILE = f"{EXPORT_DIR}/eval.npz"
+FLOAT_SOURCE_STAGES = ("cluster", "prune", *BASELINE_STAGES)  # the last float model wins, in this order
+SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
+SUPPORTED = {"tflite": ("fp32", "fp16", "dynamic", "int8"), "onnx": ("fp32", "dynamic", "int8")}
+SIZE_REFERENCE = "baseline-tflite-fp32"  # sizes are compared with the gzipped float .tflite of the baseline
+
+
+@dataclass(frozen=True)
+class Job:
+    """One file to make: which keras artifact, which format and precision, from QAT or not."""
+
+    source: Artifact
+    format: str
+    precision: str
+    qat: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.source.name}-{self.format}-{self.precision}"
+
+    @property
+    def path(self) -> str:
+        return f"{EXPORT_DIR}/{self.name}{SUFFIX[self.format]}"
+
+    @property
+    def is_size_reference(self) -> bool:
+        return self.source.stage in BASELINE_STAGES and self.format == "tflite" and self.precision == "fp32"
+
+
+def plan(run: RunDir, settings: ExportSettings) -> list[Job]:
+    """The files ``settings`` asks for from this run, checked before any work (bad input: ConfigError)."""
+    baseline = run.baseline()
+    float_source = next(a for s in FLOAT_SOURCE_STAGES if (a := run.latest(stage=s, format="keras")) is not None)
+    qat = run.latest(stage="qat", format="keras")
+    n_train = int(run.manifest.get("dataset", {}).get("n_train", 0))
+    if settings.calibration_samples > n_train:
+        raise ConfigError(f"--calibration-samples {settings.calibration_samples}: the run has only {n_train} "
+                          f"training images; choose 1 to {n_train}")  # fmt: skip
+    formats = [f.value for f in settings.formats]
+    precisions = [p.value for p in settings.precisions]
+    jobs = [Job(float_source, f, p) for f in formats for p in precisions if p in SUPPORTED[f]]
+    skipped = [f"{f} {p}" for f in formats for p in precisions if p not in SUPPORTED[f]]
+    if skipped:
+        log.info("not exported (no such precision in that format here): %s", ", ".join(skipped))
+    if qat is not None and "int8" in precisions:
+        jobs += [Job(qat, f, "int8", qat=True) for f in formats]
+    if float_source.name != baseline.name and "fp32" in precisions:
+        jobs += [Job(baseline, f, "fp32") for f in formats]
+    if not jobs:
+        raise ConfigError(f"--formats {','.join(formats)} --precisions {','.join(precisions)}: nothing to export; "
+                          "onnx supports fp32, dynamic, int8")  # fmt: skip
+    return jobs

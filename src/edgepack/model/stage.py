@@ -1,0 +1,182 @@
+"""`edgepack import`: a model someone else made becomes a run's baseline, with its model description.
+
+What the file cannot say (how pixels become its input, what its outputs mean, its labels) comes from the
+options; what it does say (input size and channels, the head's activation) is read from it and checked against
+the options and the data. The imported model is evaluated on the data's test split and recorded as the
+``baseline`` artifact (stage ``import``), so compress, export, bench and report run on it as on a trained one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgepack.errors import ConfigError, ModelLoadError
+from edgepack.manifest import Artifact, RunDir
+from edgepack.recipe import Color, DataSettings
+from edgepack.spec import OUTPUT_KINDS, ModelSpec, Preprocess, TensorSpec, n_classes_of
+
+log = logging.getLogger(__name__)
+
+MODEL_SUFFIXES = ".keras, .h5, a SavedModel folder"
+
+
+@dataclass(frozen=True)
+class ImportSettings:
+    """What the user says about a model file; None = read it from the file (or the default)."""
+
+    image_size: tuple[int, int] | None = None
+    color: str | None = None
+    scale: float | None = None  # model input = pixel * scale (default 1/255)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    output: str | None = None  # probabilities | sigmoid | logits | raw
+    labels: tuple[str, ...] | None = None
+    allow_unsafe: bool = False  # load layers that hold Python code (Lambda): only for files the user trusts
+
+    def __post_init__(self) -> None:
+        if self.output is not None and self.output not in OUTPUT_KINDS:
+            raise ConfigError(f"--output {self.output!r}: choose from {', '.join(OUTPUT_KINDS)}")
+        if self.color is not None and self.color not in ("grayscale", "rgb"):
+            raise ConfigError(f"--color {self.color!r}: choose from grayscale, rgb (or leave it out: the model's "
+                              "input channels decide)")  # fmt: skip
+        if not isinstance(self.allow_unsafe, bool):
+            raise ConfigError(f"allow_unsafe: got {self.allow_unsafe!r}; expected true or false")
+
+
+def import_stage(model_path: str | Path, data: DataSettings, settings: ImportSettings, out: str | Path,
+                 force: bool = False, progress: bool = True) -> RunDir:  # fmt: skip
+    """Import ``model_path`` into a new run directory ``out`` (nothing is left behind when it fails)."""
+    from edgepack.data import load, save_to_run
+    from edgepack.machine import machine_info
+    from edgepack.model.keras_import import check_input, flavor_of, is_keras_file
+
+    start = time.perf_counter()
+    path = Path(model_path).expanduser()
+    if not path.exists():
+        raise ModelLoadError(f"model {path}: no such file or folder")
+    if path.suffix.lower() in (".onnx", ".tflite"):
+        raise ConfigError(f"model {path}: importing {path.suffix} files is not built yet; import accepts "
+                          f"{MODEL_SUFFIXES}")  # fmt: skip
+    if not is_keras_file(path):
+        raise ModelLoadError(f"model {path}: not a model file edgepack imports; expected {MODEL_SUFFIXES}")
+    RunDir.check_target(out, force)
+    flavor = flavor_of(path)
+    raw = _open(path, flavor, settings.allow_unsafe)
+    input_name, shape = check_input(raw, path)
+    size, color = _pixels(shape, settings, path)
+    dataset = load(dataclasses.replace(data, image_size=size, color=Color.parse(color, "--color")))
+    spec = _spec(raw, input_name, shape, size, color, settings, dataset, path, flavor)
+    sample = spec.preprocess_pixels(dataset.x_test[:32])
+    imported = _finish(path, flavor, raw, sample, settings.allow_unsafe)
+
+    from edgepack.train.fit import evaluate, weight_counts
+
+    with RunDir.create(out, force=force) as run:
+        run.manifest["machine"] = machine_info()
+        run.manifest["dataset"] = dataset.info()
+        run.manifest["model"] = spec.to_dict()
+        save_to_run(dataset, run.path)
+        metrics = evaluate(imported.model, dataset.x_test, dataset.y_test, dataset.n_classes, spec)
+        metrics.update(weight_counts(imported.model))
+        rel = _save(imported, run, path)
+        stages = ["export", "bench", "report"] if not imported.compressible else ["compress", "export", "bench",
+                                                                                   "report"]  # fmt: skip
+        artifact_settings = {
+            "source": str(path), "source_format": flavor, "rebuilt_in_tf_keras": imported.rebuilt,
+            "rebuild_max_abs_diff": imported.rebuild_max_abs_diff, "dropped_config": list(imported.dropped),
+            "compressible": imported.compressible, "compressible_reason": imported.reason,
+            "stages_possible": stages, "allow_unsafe": settings.allow_unsafe,
+        }  # fmt: skip
+        run.add_artifact(Artifact(name="baseline", path=rel, format="keras", precision="fp32", stage="import",
+                                  parent=None, settings=artifact_settings, metrics=metrics))  # fmt: skip
+        run.record("import", {"model": str(path), **_plain(settings)}, time.perf_counter() - start)
+    log.info("imported %s (%s%s): %s; test accuracy %.4f", path.name, flavor,
+             ", rebuilt in tf_keras" if imported.rebuilt else "", spec.describe(), metrics["accuracy"])  # fmt: skip
+    if not imported.compressible:
+        log.warning("%s: compress will refuse it (%s); export, post-training quantization, bench and report run",
+                    path.name, imported.reason)  # fmt: skip
+    return RunDir.open(out)
+
+
+def _open(path: Path, flavor: str, allow_unsafe: bool) -> Any:
+    if flavor == "tf_keras":
+        from edgepack.compress import load_keras
+
+        return load_keras(path, allow_unsafe=allow_unsafe)
+    from edgepack.model.keras_import import _load_keras3
+
+    return _load_keras3(path, allow_unsafe)
+
+
+def _finish(path: Path, flavor: str, raw: Any, sample: Any, allow_unsafe: bool) -> Any:
+    from edgepack.model.keras_import import KerasImport, rebuild_keras3
+
+    if flavor == "tf_keras":
+        return KerasImport(raw, "tf_keras", rebuilt=False, compressible=True)
+    return rebuild_keras3(raw, sample, path)
+
+
+def _pixels(shape: tuple[int | None, ...], settings: ImportSettings, path: Path) -> tuple[tuple[int, int], str]:
+    """The (H, W) and colour images are loaded at: the model's fixed input, checked against the options."""
+    _, h, w, c = shape
+    color = "grayscale" if c == 1 else "rgb"
+    if settings.color is not None and settings.color != color:
+        raise ConfigError(f"--color {settings.color}: the model {path.name} takes {c}-channel ({color}) images")
+    if settings.image_size is not None:
+        hh, ww = settings.image_size
+        if (h is not None and h != hh) or (w is not None and w != ww):
+            raise ConfigError(f"--image-size {hh}x{ww}: the model {path.name} takes {h}x{w} images (its input is "
+                              f"{list(shape)}); give --image-size {h}x{w} or leave it out")  # fmt: skip
+        return (hh, ww), color
+    if h is None or w is None:
+        raise ConfigError(f"model {path.name}: its input {list(shape)} has no fixed height/width; give "
+                          "--image-size HxW")  # fmt: skip
+    return (h, w), color
+
+
+def _spec(model: Any, input_name: str, shape: tuple[int | None, ...], size: tuple[int, int], color: str,
+          settings: ImportSettings, dataset: Any, path: Path, flavor: str) -> ModelSpec:  # fmt: skip
+    from edgepack.model.keras_import import output_kind_of
+
+    kind, units = (settings.output, int(model.outputs[0].shape[-1])) if settings.output else output_kind_of(model)
+    if kind == "raw":
+        raise ConfigError(f"model {path.name}: a non-classifier (--output raw) cannot be scored on labelled "
+                          "images; import classifiers, or use `edgepack bench`/`info` on its exported file")  # fmt: skip
+    classes = n_classes_of(units, kind)
+    if classes != dataset.n_classes:
+        raise ConfigError(f"model {path.name}: its output scores {classes} classes ({units} units, {kind}); the "
+                          f"data {dataset.spec!r} has {dataset.n_classes} ({', '.join(dataset.class_names)})")  # fmt: skip
+    labels = settings.labels or dataset.class_names
+    if len(labels) != classes:
+        raise ConfigError(f"--labels: {len(labels)} labels for a model that scores {classes} classes")
+    pre = Preprocess(size=size, color=color, scale=1 / 255 if settings.scale is None else settings.scale,
+                     mean=settings.mean or (0.0,), std=settings.std or (1.0,))  # fmt: skip
+    pinned = tuple(d for d, v in zip(("height", "width"), shape[1:3], strict=True) if v is None)
+    return ModelSpec(input=TensorSpec(input_name, (None, *shape[1:])), preprocess=pre, layout="NHWC",
+                     output_kind=kind, labels=tuple(labels), pinned=pinned,
+                     source={"format": flavor, "file": path.name, "by": "edgepack import"})  # fmt: skip
+
+
+def _save(imported: Any, run: RunDir, path: Path) -> str:
+    """models/baseline.keras: a tf_keras model (loaded or rebuilt) through the train stage's saver; a Keras 3
+    model that could not be rebuilt is kept as the user's own file, byte for byte."""
+    if imported.flavor == "keras3" and not imported.rebuilt:
+        rel = "models/baseline.keras"
+        from edgepack.files import atomic_path
+
+        with atomic_path(run.path / rel) as tmp:
+            shutil.copyfile(path, tmp)
+        return rel
+    from edgepack.train.fit import save_model
+
+    return save_model(imported.model, run, "baseline")
+
+
+def _plain(settings: ImportSettings) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
