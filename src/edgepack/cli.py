@@ -148,7 +148,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         color=args.color, scale=_number(args.scale, "--scale"), mean=_numbers(args.mean, "--mean"),
         std=_numbers(args.std, "--std"), output=args.output,
         labels=tuple(v.strip() for v in args.labels.split(",")) if args.labels is not None else None,
-        allow_unsafe=args.allow_unsafe,
+        layout=args.layout.upper() if args.layout else None, allow_unsafe=args.allow_unsafe,
     )  # fmt: skip
     RunDir.check_target(args.out, args.force)
     run = import_stage(args.model, data, settings, args.out, force=args.force, progress=not args.quiet)
@@ -421,10 +421,10 @@ def _add_run(sub: Any, name: str) -> None:
 
 def _add_import(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="bring a model someone else made into a new run directory",
-                       description="Load MODEL (tf_keras or Keras 3 .keras, .h5, a SavedModel folder), describe its "
+                       description="Load MODEL (tf_keras or Keras 3 .keras, .h5, a SavedModel folder, .onnx), describe its "
                        "input and output, evaluate it on the data's test split and record it as the run's baseline, "
                        "ready for compress / export / bench. Options say what the file cannot.")  # fmt: skip
-    p.add_argument("model", metavar="MODEL", help="a .keras, .h5 file or a SavedModel folder")
+    p.add_argument("model", metavar="MODEL", help="a .keras, .h5 or .onnx file, or a SavedModel folder")
     g = p.add_argument_group("data")
     g.add_argument("--data", default="mnist-5k", metavar="SPEC", help="labelled images to evaluate and compress on")
     g.add_argument("--test-split", type=float, help="test fraction when the data has no test split (default 0.2)")
@@ -437,6 +437,7 @@ def _add_import(sub: Any, name: str) -> None:
     g.add_argument("--std", help="divided by after the mean, one value or one per channel (default 1)")
     g.add_argument("--output", help="probabilities, sigmoid, logits or raw (default: read from the last layer)")
     g.add_argument("--labels", metavar="A,B,...", help="class names (default: the data's)")
+    g.add_argument("--layout", help="NCHW or NHWC, for an ONNX input whose shape does not tell (default: read)")
     p.add_argument("--allow-unsafe", action="store_true",
                    help="load layers that run Python code (Lambda); only for a file you trust")  # fmt: skip
     p.add_argument("--out", required=True, metavar="DIR", help="the new run directory")

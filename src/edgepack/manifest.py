@@ -188,7 +188,7 @@ class RunDir:
     def baseline(self) -> Artifact:
         """The model the run started from: trained by edgepack or imported (none: ConfigError)."""
         for stage in BASELINE_STAGES:
-            found = self.latest(stage=stage, format="keras")
+            found = self.latest(stage=stage)  # keras, or an imported onnx
             if found is not None:
                 return found
         raise ConfigError(f"run directory {self.path}: no trained or imported baseline model found; run "

@@ -39,6 +39,8 @@ def make_file(job: Job, model: Any, path: Path, calibration: np.ndarray, setting
         return made
     if job.qat:
         return _make_onnx_qat(model, path, calibration, settings, tmp / job.name)
+    if job.source.format == "onnx":
+        return _make_from_onnx(job, Path(model), path, calibration, settings, tmp / job.name)
     made: dict[str, Any] = {}
     if job.precision == "fp32":
         convert_onnx(model, path, settings.opset)
@@ -60,6 +62,46 @@ def make_file(job: Job, model: Any, path: Path, calibration: np.ndarray, setting
             made["folded_transposes"] = _fold_transposes(src)
         quantize_onnx_dynamic(src, path)
     return made
+
+
+def _make_from_onnx(job: Job, source: Path, path: Path, calibration: np.ndarray, settings: ExportSettings,
+                    work: Path) -> dict[str, Any]:  # fmt: skip
+    """From an imported ONNX model: fp32 = onnxruntime's quant_pre_process (shape inference, graph
+    optimisation); dynamic and static int8 from it (static: calibrated through the declared preprocessing, with
+    the per-node latency plan)."""
+    from edgepack.export.onnx import pre_process, quantize_onnx_dynamic
+
+    work.mkdir(parents=True, exist_ok=True)
+    made: dict[str, Any] = {"from_onnx": True}
+    if job.precision != "fp32":
+        source, made["opset_converted"] = _opset_at_least(source, QDQ_MIN_OPSET, work)
+    if job.precision == "fp32":
+        with atomic_path(path) as out:
+            shutil.copyfile(pre_process(source, work / "pre.onnx"), out)
+        return {**made, "optimized": "quant_pre_process"}
+    if job.precision == "dynamic":
+        quantize_onnx_dynamic(pre_process(source, work / "pre.onnx"), path)
+        return made
+    return {**made, **_make_onnx_int8(source, path, calibration, settings, work)}
+
+
+QDQ_MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (their axis attribute) came with opset 13
+
+
+def _opset_at_least(source: Path, opset: int, work: Path) -> tuple[Path, str | None]:
+    """``source``, or a copy converted to ``opset`` by onnx's version converter when it is older (opset 11-12
+    files from PyTorch): the quantizer writes per-channel QDQ nodes that need it."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(source))
+    current = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=opset)
+    if current >= opset:
+        return source, None
+    converted = version_converter.convert_version(model, opset)
+    out = work / f"opset{opset}.onnx"
+    onnx.save(converted, str(out))
+    return out, f"{current} -> {opset}"
 
 
 def _fold_transposes(path: Path) -> int:

@@ -52,9 +52,10 @@ def run_file(path: str | Path, x: np.ndarray, spec: ModelSpec) -> tuple[np.ndarr
     if path.suffix == ".onnx":
         import onnxruntime as ort
 
+        from edgepack.model.onnx_import import run_onnx
+
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        inp = session.get_inputs()[0]
-        out = session.run(None, {inp.name: xf})[0].astype(np.float32)
+        out = run_onnx(session, xf)
         runtime = "onnxruntime"
     else:
         from ai_edge_litert.interpreter import Interpreter

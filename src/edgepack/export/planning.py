@@ -49,7 +49,8 @@ class Job:
 def plan(run: RunDir, settings: ExportSettings) -> list[Job]:
     """The files ``settings`` asks for from this run, checked before any work (bad input: ConfigError)."""
     baseline = run.baseline()
-    float_source = next(a for s in FLOAT_SOURCE_STAGES if (a := run.latest(stage=s, format="keras")) is not None)
+    float_source = next((a for s in FLOAT_SOURCE_STAGES if (a := run.latest(stage=s, format="keras")) is not None),
+                        baseline)  # fmt: skip
     qat = run.latest(stage="qat", format="keras")
     n_train = int(run.manifest.get("dataset", {}).get("n_train", 0))
     if settings.calibration_samples > n_train:
@@ -57,6 +58,8 @@ def plan(run: RunDir, settings: ExportSettings) -> list[Job]:
                           f"training images; choose 1 to {n_train}")  # fmt: skip
     formats = [f.value for f in settings.formats]
     precisions = [p.value for p in settings.precisions]
+    if baseline.format == "onnx":  # an imported ONNX model: ONNX files only (no ONNX -> TFLite converter here)
+        return _onnx_source_jobs(baseline, formats, precisions)
     jobs = [Job(float_source, f, p) for f in formats for p in precisions if p in SUPPORTED[f]]
     skipped = [f"{f} {p}" for f in formats for p in precisions if p not in SUPPORTED[f]]
     if skipped:
@@ -68,4 +71,17 @@ def plan(run: RunDir, settings: ExportSettings) -> list[Job]:
     if not jobs:
         raise ConfigError(f"--formats {','.join(formats)} --precisions {','.join(precisions)}: nothing to export; "
                           "onnx supports fp32, dynamic, int8")  # fmt: skip
+    return jobs
+
+
+def _onnx_source_jobs(baseline: Artifact, formats: list[str], precisions: list[str]) -> list[Job]:
+    if "onnx" not in formats:
+        raise ConfigError(f"--formats {','.join(formats)}: the run's model is an imported ONNX file, which exports to "
+                          "onnx only (the stack has no ONNX -> TFLite converter); give --formats onnx")  # fmt: skip
+    if "tflite" in formats:
+        log.info("not exported: tflite from an imported ONNX model (no ONNX -> TFLite converter in the stack)")
+    jobs = [Job(baseline, "onnx", p) for p in precisions if p in SUPPORTED["onnx"]]
+    if not jobs:
+        raise ConfigError(f"--precisions {','.join(precisions)}: nothing to export from an ONNX model; onnx supports "
+                          f"{', '.join(SUPPORTED['onnx'])}")  # fmt: skip
     return jobs

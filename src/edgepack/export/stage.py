@@ -20,7 +20,7 @@ from edgepack.errors import ConfigError, ParityError
 from edgepack.export.bundle import size_reference_in_memory, smallest_within, write_eval
 from edgepack.export.makers import make_file
 from edgepack.export.planning import EVAL_FILE, EXPORT_DIR, SIZE_REFERENCE, SUPPORTED, Job, plan
-from edgepack.export.verify import keras_probs, verify_file
+from edgepack.export.verify import source_probs, verify_file
 from edgepack.manifest import Artifact, RunDir
 from edgepack.recipe import ExportSettings, to_plain
 
@@ -36,6 +36,13 @@ def load_keras(path: str | Path) -> Any:
     from edgepack.model.keras_import import load_run_keras
 
     return load_run_keras(Path(path))
+
+
+def load_source(run: RunDir, artifact: Artifact) -> Any:
+    """What an export is made from: a Keras model, or the path of an imported ONNX model."""
+    if artifact.format == "onnx":
+        return run.file(artifact)
+    return load_keras(run.file(artifact))
 
 
 def export_stage(run: RunDir, settings: ExportSettings, progress: bool = True) -> list[Artifact]:
@@ -58,13 +65,14 @@ def export_stage(run: RunDir, settings: ExportSettings, progress: bool = True) -
     models: dict[str, Any] = {}
     references: dict[str, np.ndarray] = {}
     artifacts: list[Artifact] = []
-    size_ref = None if jobs[0].is_size_reference else size_reference_in_memory(run)
+    onnx_source = run.baseline().format == "onnx"  # an imported ONNX model: no .tflite size reference
+    size_ref = None if jobs[0].is_size_reference or onnx_source else size_reference_in_memory(run)
     with tempfile.TemporaryDirectory(prefix="edgepack-export-") as tmp, _progress(progress, len(jobs)) as advance:
         for job in jobs:
             src = job.source
             if src.name not in models:
-                models[src.name] = load_keras(run.file(src))
-                references[src.name] = keras_probs(models[src.name], data.x_test, spec)
+                models[src.name] = load_source(run, src)
+                references[src.name] = source_probs(models[src.name], data.x_test, spec)
             advance(job.name)
             made = make_file(job, models[src.name], run.path / job.path, calibration, settings, Path(tmp))
             artifacts.append(
@@ -102,8 +110,8 @@ def verify_stage(run: RunDir, settings: ExportSettings) -> list[Artifact]:
     for a in exports:
         src = by_name[a.parent]
         if src.name not in models:
-            models[src.name] = load_keras(run.file(src))
-            refs[src.name] = keras_probs(models[src.name], data.x_test, spec)
+            models[src.name] = load_source(run, src)
+            refs[src.name] = source_probs(models[src.name], data.x_test, spec)
         job = Job(src, a.format, a.precision, qat=src.stage == "qat")
         artifacts.append(
             verify_file(run, job, refs[src.name], data, settings, models[src.name], spec, size_ref=size_ref)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ def verify_file(run: RunDir, job: Job, reference: np.ndarray, data: Any, setting
     if not verdict["passed"] and settings.allow_parity_failure:
         verdict["overridden"] = True
     info = describe(file)
-    keras_zeros = _keras_kernel_sparsity(model)
+    keras_zeros = describe(model)["sparsity"] if isinstance(model, Path) else _keras_kernel_sparsity(model)
     artifact_settings = {"opset": settings.opset} if job.format == "onnx" else {}
     if job.precision == "int8" and not job.qat:
         artifact_settings.update(calibration=settings.calibration.value,
@@ -57,8 +58,13 @@ def verify_file(run: RunDir, job: Job, reference: np.ndarray, data: Any, setting
     return artifact
 
 
-def keras_probs(model: Any, x: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """The Keras source's probabilities for uint8 images ``x``: the reference every export is held to."""
+def source_probs(model: Any, x: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """The source model's probabilities for uint8 images ``x``: the reference every export is held to (a Keras
+    model, or an imported ONNX file run in onnxruntime)."""
+    if isinstance(model, Path):
+        from edgepack.export.parity import run_file
+
+        return run_file(model, x, spec)[0]
     from edgepack.train.fit import probabilities
 
     return probabilities(model, x, spec)

@@ -23,7 +23,7 @@ from edgepack.spec import OUTPUT_KINDS, ModelSpec, Preprocess, TensorSpec, n_cla
 
 log = logging.getLogger(__name__)
 
-MODEL_SUFFIXES = ".keras, .h5, a SavedModel folder"
+MODEL_SUFFIXES = ".keras, .h5, a SavedModel folder, .onnx"
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class ImportSettings:
     std: tuple[float, ...] | None = None
     output: str | None = None  # probabilities | sigmoid | logits | raw
     labels: tuple[str, ...] | None = None
+    layout: str | None = None  # NCHW | NHWC for an ONNX input whose layout the shape does not tell
     allow_unsafe: bool = False  # load layers that hold Python code (Lambda): only for files the user trusts
 
     def __post_init__(self) -> None:
@@ -60,9 +61,12 @@ def import_stage(model_path: str | Path, data: DataSettings, settings: ImportSet
     path = Path(model_path).expanduser()
     if not path.exists():
         raise ModelLoadError(f"model {path}: no such file or folder")
-    if path.suffix.lower() in (".onnx", ".tflite"):
-        raise ConfigError(f"model {path}: importing {path.suffix} files is not built yet; import accepts "
-                          f"{MODEL_SUFFIXES}")  # fmt: skip
+    if path.suffix.lower() == ".onnx":
+        RunDir.check_target(out, force)
+        return _import_onnx(path, data, settings, out, force, start)
+    if path.suffix.lower() == ".tflite":
+        raise ConfigError(f"model {path}: importing .tflite files is not built yet; `edgepack info`, `bench` and "
+                          f"`predict` take it as it is; import accepts {MODEL_SUFFIXES}")  # fmt: skip
     if not is_keras_file(path):
         raise ModelLoadError(f"model {path}: not a model file edgepack imports; expected {MODEL_SUFFIXES}")
     RunDir.check_target(out, force)
@@ -180,3 +184,81 @@ def _save(imported: Any, run: RunDir, path: Path) -> str:
 
 def _plain(settings: ImportSettings) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
+
+
+def _import_onnx(path: Path, data: DataSettings, settings: ImportSettings, out: str | Path, force: bool,
+                 start: float) -> RunDir:  # fmt: skip
+    """An .onnx file as the run's float reference: models/baseline.onnx (dynamic H/W pinned), stage import."""
+    from edgepack.data import load, save_to_run
+    from edgepack.files import atomic_write_bytes
+    from edgepack.machine import machine_info
+    from edgepack.model import onnx_import as ox
+
+    model = ox.load_onnx(path)
+    inputs = ox.graph_inputs(model)
+    if len(inputs) != 1:
+        raise ConfigError(f"model {path.name}: {len(inputs)} inputs; edgepack imports image models with one input")
+    shape = ox.dims(inputs[0])
+    layout = ox.infer_layout(shape, settings.layout, path)
+    nhwc = shape if layout == "NHWC" else (shape[0], shape[2], shape[3], shape[1])
+    size, color = _pixels(nhwc, settings, path)
+    pinned, pinned_dims = ox.pin(model, layout, size)
+    content = pinned.SerializeToString()
+    try:
+        session = ox.session_for(content)
+    except Exception as e:  # noqa: BLE001 - ORT refuses unknown/custom ops with many messages
+        raise ox.check_ops(e, path) from None
+    dataset = load(dataclasses.replace(data, image_size=size, color=Color.parse(color, "--color")))
+    kind = settings.output or ox.output_kind(model)
+    units = ox.dims(pinned.graph.output[0])[-1] or 0
+    spec_input = TensorSpec(inputs[0].name, (None, *[d for d in ox.dims(ox.graph_inputs(pinned)[0])[1:]]))
+    probe = ox.run_onnx(session, _spec_for(spec_input, layout, size, color, settings, kind, ("a", "b"), (),
+                                           path).preprocess_pixels(dataset.x_test[:2]))  # fmt: skip
+    units = probe.reshape(len(probe), -1).shape[1] if not units else units
+    classes = n_classes_of(units, kind)
+    if kind != "raw" and classes != dataset.n_classes:
+        raise ConfigError(f"model {path.name}: its output scores {classes} classes ({units} values, {kind}); the "
+                          f"data {dataset.spec!r} has {dataset.n_classes} ({', '.join(dataset.class_names)})")  # fmt: skip
+    labels = settings.labels or dataset.class_names
+    if len(labels) != classes:
+        raise ConfigError(f"--labels: {len(labels)} labels for a model that scores {classes} classes")
+    spec = _spec_for(spec_input, layout, size, color, settings, kind, tuple(labels), tuple(pinned_dims), path)
+    probs = spec.head(ox.run_onnx(session, spec.preprocess_pixels(dataset.x_test)))
+    pred = probs.argmax(axis=1)
+    import numpy as np
+
+    confusion = np.zeros((dataset.n_classes, dataset.n_classes), dtype=np.int64)
+    np.add.at(confusion, (dataset.y_test, pred), 1)
+    from edgepack.export.inspect import describe
+
+    with RunDir.create(out, force=force) as run:
+        run.manifest["machine"] = machine_info()
+        run.manifest["dataset"] = dataset.info()
+        run.manifest["model"] = spec.to_dict()
+        save_to_run(dataset, run.path)
+        rel = "models/baseline.onnx"
+        atomic_write_bytes(run.path / rel, content)
+        info = describe(run.path / rel)
+        metrics = {"accuracy": float((pred == dataset.y_test).mean()), "confusion_matrix": confusion.tolist(),
+                   "n_eval": int(len(dataset.y_test)), "params": info["params"], "macs": info["macs"],
+                   "sparsity": info["sparsity"], "nonzero_params": None}  # fmt: skip
+        artifact_settings = {"source": str(path), "source_format": "onnx", "pinned": list(pinned_dims),
+                             "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+                                          default=None),
+                             "compressible": False,
+                             "compressible_reason": "an ONNX model: tfmot compresses Keras models only",
+                             "stages_possible": ["export", "bench", "report"]}  # fmt: skip
+        run.add_artifact(Artifact(name="baseline", path=rel, format="onnx", precision="fp32", stage="import",
+                                  parent=None, settings=artifact_settings, metrics=metrics))  # fmt: skip
+        run.record("import", {"model": str(path), **_plain(settings)}, time.perf_counter() - start)
+    log.info("imported %s (onnx, %s%s): %s; test accuracy %.4f", path.name, layout,
+             f", pinned {', '.join(pinned_dims)}" if pinned_dims else "", spec.describe(), metrics["accuracy"])  # fmt: skip
+    return RunDir.open(out)
+
+
+def _spec_for(inp: TensorSpec, layout: str, size: tuple[int, int], color: str, settings: ImportSettings,
+              kind: str, labels: tuple[str, ...], pinned: tuple[str, ...], path: Path) -> ModelSpec:  # fmt: skip
+    pre = Preprocess(size=size, color=color, scale=1 / 255 if settings.scale is None else settings.scale,
+                     mean=settings.mean or (0.0,), std=settings.std or (1.0,))  # fmt: skip
+    return ModelSpec(input=inp, preprocess=pre, layout=layout, output_kind=kind, labels=labels, pinned=pinned,
+                     source={"format": "onnx", "file": path.name, "by": "edgepack import"})  # fmt: skip
