@@ -303,7 +303,8 @@ def run_bench(inputs: list[str], settings: BenchSettings, runtimes: tuple[str, .
     say("measuring the compute floor (fp32 and int8 GEMM on one core)")
     if floor is None:  # under qemu a 1024^3 GEMM takes minutes and its rate means nothing: one small size
         floor = measure_floor(sizes=(256,), windows=1) if machine_info().get("emulated") else measure_floor()
-    say(f"floor: fp32 {floor['fp32_macs_per_s'] / 1e9:.1f} GMAC/s, int8 {floor['int8_macs_per_s'] / 1e9:.1f} GMAC/s")
+    say("floor: " + ", ".join(f"{k} {floor[f'{k}_macs_per_s'] / 1e9:.1f} GMAC/s" if floor.get(f"{k}_macs_per_s")
+                              else f"{k} not measured" for k in ("fp32", "int8")))  # fmt: skip
     rows: list[dict[str, Any]] = []
     for t in lean:
         x, y = _eval_set(t)
