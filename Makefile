@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all bench lint arm64-check lean-check fuzz clean
+.PHONY: demo test test-all bench lint arm64-check lean-check lean-check-base lean-check-litert lean-check-onnx fuzz clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,16 +30,28 @@ lint: $(STAMP)
 
 # The base install alone (no extras, no TensorFlow) in its own environment: the runtime's tests (including the
 # CI-sized fuzz run), `edgepack predict` agreement, no-TensorFlow import check, environment size and cold starts.
-LEAN       := .venv-lean
+# Then the two one-engine device installs (README "Device install"): numpy, Pillow and one engine at pyproject's
+# pins, edgepack itself with --no-deps; each must run the files of its engine and refuse the others (exit 2,
+# one line naming the missing engine), and reports its size and cold starts. LEAN=/tmp/x puts all three elsewhere.
+LEAN       ?= .venv-lean
 LEAN_TESTS ?= tests/test_runtime.py
-lean-check:
+lean-check: lean-check-base lean-check-litert lean-check-onnx
+
+lean-check-base:
 	test -x $(LEAN)/bin/python || $(PYTHON) -m venv $(LEAN)
 	$(LEAN)/bin/python -m pip install --quiet --upgrade pip
 	$(LEAN)/bin/python -m pip install --quiet .
 	$(LEAN)/bin/python -m pip install --quiet 'pytest>=8'  # the test runner only; not part of the install
 	$(LEAN)/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('tensorflow') is not None)"
 	$(LEAN)/bin/python -m pytest -m lean -q -p no:cacheprovider $(LEAN_TESTS)
-	$(LEAN)/bin/python benchmarks/lean_check.py
+	$(LEAN)/bin/python benchmarks/lean_check.py --expect litert,onnxruntime
+
+lean-check-litert lean-check-onnx: lean-check-%:
+	test -x $(LEAN)-$*/bin/python || $(PYTHON) -m venv $(LEAN)-$*
+	$(LEAN)-$*/bin/python -m pip install --quiet --upgrade pip
+	$(LEAN)-$*/bin/python -m pip install --quiet $$($(PYTHON) benchmarks/lean_check.py --requirements $*)
+	$(LEAN)-$*/bin/python -m pip install --quiet --no-deps .
+	$(LEAN)-$*/bin/python benchmarks/lean_check.py --expect $(if $(filter onnx,$*),onnxruntime,litert)
 
 # The full fuzz run (2000 damaged copies per format); CI runs 200 per format inside tests/test_runtime.py.
 fuzz: $(STAMP)

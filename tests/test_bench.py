@@ -48,6 +48,17 @@ def test_latency_percentiles_are_ordered_and_counted():
     assert timing.n >= 3 * 15  # 50 ms windows of 0.5-3 ms calls
 
 
+def test_interleaved_timing_of_two_calls_measures_each_and_their_ratio():
+    from edgepack.bench.timing import time_calls
+
+    t = time_calls({"short": lambda: time.sleep(0.002), "long": lambda: time.sleep(0.004)}, min_time=0.05, windows=3,
+                   warmup_time=0.0)  # fmt: skip
+    assert set(t) == {"short", "long"}
+    assert 2000 <= t["short"].p50 < 2000 * 1.5  # sleep overshoots, never undershoots
+    assert t["long"].p50 / t["short"].p50 == pytest.approx(2.0, rel=0.25)
+    assert t["short"].windows == t["long"].windows == 3
+
+
 def test_batch_size_scales_throughput_not_latency():
     timing = time_call(lambda: time.sleep(0.002), batch=32, min_time=0.05, windows=2, warmup_time=0.0)
 
@@ -123,6 +134,12 @@ def test_bench_rows_carry_every_schema_field_and_the_true_multiply_adds(tflite_r
         assert 0 < r["gzip_bytes"] < r["size_bytes"]
         assert r["cold_start_ms"] > 0
         assert r["peak_rss_mb"] > 10
+        # latency_us is the user's call, predict() from uint8 pixels; the engine call alone is kept beside it
+        assert (r["call"], r["engine_call"]) == ("predict(uint8)", "run_prepared")
+        assert set(r["engine_latency_us"]) == set(r["latency_us"])
+        assert 0 < r["engine_latency_us"]["min"] <= r["engine_latency_us"]["p50"]
+        assert r["predict_over_engine"] == pytest.approx(r["latency_us"]["p50"] / r["engine_latency_us"]["p50"])
+        assert "input:" in r["plan"]
     assert tflite_results["machine"]["label"] == "test"
 
 

@@ -404,3 +404,183 @@ def test_a_crash_inside_litert_while_loading_becomes_model_load_error_not_a_dead
     monkeypatch.setattr(litert, "Interpreter", abort)  # the probe's forked child inherits it
     with pytest.raises(ModelLoadError, match=r"crashes on this file \(SIGABRT\)"):
         load(FIX / "digits-tflite-int8.tflite")
+
+
+# -- the planned fast path: the same bits as the reference path ------------------------------------
+
+
+def _reference(p, x: np.ndarray) -> np.ndarray:
+    """prepare + run_prepared + head: the reference path spelled out step by step."""
+    return p.head(p.run_prepared(p.prepare(x)))
+
+
+def _eight_threads_agree(p, cases: dict[str, np.ndarray], rounds: int = 40) -> None:
+    """Every case through predict on 8 threads at once, each result bit for bit the reference path's."""
+    expected = {k: _reference(p, x) for k, x in cases.items()}
+    for k, x in cases.items():  # sequentially first: a failure here names the case
+        np.testing.assert_array_equal(p.predict(x), expected[k], err_msg=k)
+    mismatches: list[str] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def worker(t: int) -> None:
+        try:
+            barrier.wait()
+            names = list(cases)
+            for i in range(rounds):
+                k = names[(t + i) % len(names)]
+                if not np.array_equal(p.predict(cases[k]), expected[k]):
+                    mismatches.append(k)
+        except BaseException as e:  # noqa: BLE001 - reported by the assert below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert mismatches == []
+
+
+def _cases(x: np.ndarray) -> dict[str, np.ndarray]:
+    return {"uint8 batch 1": x[:1], "uint8 one image": x[3], "uint8 batch 7": x[1:8],
+            "float batch 1": x[:1].astype(np.float32) / np.float32(255), "float batch 7": x[1:8] / 255.0}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", DIGITS + BINARY)
+def test_predict_gives_the_reference_path_bits_for_uint8_and_float_batch_1_and_7_on_8_threads(name):
+    with load(FIX / f"{name}.json", threads=1) as p:
+        _eight_threads_agree(p, _cases(_eval(name)["x"]))
+
+
+def test_int8_input_plan_is_a_table_equal_to_the_reference_quantization_of_every_pixel_value():
+    with load(FIX / "digits-tflite-int8.json") as p:
+        plan = p._input_plan
+        every = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+        assert plan.how == "shift"  # scale 1/255, zero point -128: the table is pixel - 128
+        np.testing.assert_array_equal(plan.tables[0], p.prepare(np.resize(every, (1, 28, 28, 1))).ravel()[:256])
+        np.testing.assert_array_equal(plan.tables[0], (np.arange(256) - 128).astype(np.int8))
+        assert "one table lookup" in p.plan  # int8 output: dequantize + head as one lookup
+
+
+def _with_model_block(name: str, tmp_path: Path, **preprocess) -> Path:
+    """A copy of a fixture whose bundle carries a model description with other preprocessing."""
+    from edgepack.spec import ModelSpec, Preprocess, TensorSpec
+
+    bundle = json.loads((FIX / f"{name}.json").read_text())
+    shutil.copy(_model_file(name), tmp_path / bundle["file"])
+    h, w, c = bundle["input"]["shape"][1:]
+    model = ModelSpec(TensorSpec("image", (None, h, w, c)), Preprocess((h, w), "rgb" if c == 3 else "grayscale", **preprocess),
+                      output_kind="sigmoid" if bundle["output"]["activation"] == "sigmoid" else "probabilities",
+                      labels=tuple(bundle["labels"]))  # fmt: skip
+    bundle["model"] = model.to_dict()
+    (tmp_path / f"{name}.json").write_text(json.dumps(bundle))
+    return tmp_path / f"{name}.json"
+
+
+@pytest.mark.parametrize("name", ["binary-tflite-int8", "binary-onnx-fp32"])
+def test_per_channel_mean_and_std_of_the_model_description_are_applied_and_planned_per_channel(name, tmp_path):
+    mean, std = (0.5, 0.4, 0.3), (0.25, 0.5, 0.2)
+    x = _eval(name)["x"]
+    with load(_with_model_block(name, tmp_path, mean=mean, std=std), threads=1) as p:
+        assert p.input_spec.mean == mean
+        assert p.input_spec.std == std
+        assert "per channel" in p.plan
+        inp = p.prepare(x[:4])
+        want = (x[:4].astype(np.float64) / 255 - np.array(mean)) / np.array(std)
+        if p.input_spec.dtype == "float32":
+            np.testing.assert_allclose(inp, want, atol=1e-6)
+        else:  # int8: round(want / scale) + zero point, clipped
+            qs, zp = p.input_spec.quantization
+            q = np.clip(np.round(want / qs) + zp, -128, 127)
+            assert np.abs(inp.astype(np.int32) - q).max() <= 1  # float32 vs float64 rounding at .5
+        _eight_threads_agree(p, _cases(x), rounds=10)
+
+
+def _nchw_onnx(tmp_path: Path, dtype: str) -> Path:
+    """A tiny NCHW classifier (per-channel means -> softmax over the 3 channels) with a bundle describing it."""
+    pytest.importorskip("onnx", reason="building an NCHW test model needs the onnx package")
+    from onnx import TensorProto, helper
+
+    from edgepack.spec import ModelSpec, Preprocess, TensorSpec
+
+    elem = TensorProto.UINT8 if dtype == "uint8" else TensorProto.FLOAT
+    nodes = [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT)] if dtype == "uint8" else []
+    src = "xf" if dtype == "uint8" else "x"
+    nodes += [helper.make_node("Mul", [src, "w"], ["xw"]),  # channel c weighs c + 1: the channels must not swap
+              helper.make_node("ReduceMean", ["xw"], ["m"], axes=[2, 3], keepdims=0),
+              helper.make_node("Softmax", ["m"], ["p"], axis=1)]  # fmt: skip
+    w = helper.make_tensor("w", TensorProto.FLOAT, [1, 3, 1, 1], [1.0, 2.0, 3.0])
+    graph = helper.make_graph(nodes, "nchw", [helper.make_tensor_value_info("x", elem, ["N", 3, 5, 4])],
+                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 3])], [w])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    path = tmp_path / f"nchw-{dtype}.onnx"
+    path.write_bytes(model.SerializeToString())
+    spec = ModelSpec(TensorSpec("x", (None, 3, 5, 4), dtype), Preprocess((5, 4), "rgb", mean=(0.1, 0.2, 0.3),
+                     std=(0.5, 0.25, 1.0)), layout="NCHW", labels=("r", "g", "b"))  # fmt: skip
+    import hashlib
+
+    bundle = {"format": "onnx", "file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+              "precision": "fp32", "input": {"quantization": {"scale": 0.02, "zero_point": 10}} if dtype == "uint8" else {},
+              "output": {}, "model": spec.to_dict()}  # fmt: skip
+    (tmp_path / f"nchw-{dtype}.json").write_text(json.dumps(bundle))
+    return tmp_path / f"nchw-{dtype}.json"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint8"])
+def test_nchw_model_gets_transposed_preprocessed_input_and_the_reference_bits(dtype, tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (8, 5, 4, 3), dtype=np.uint8)
+    with load(_nchw_onnx(tmp_path, dtype), threads=1) as p:
+        assert p.input_spec.shape == (5, 4, 3)
+        assert p.input_spec.layout == "NCHW"
+        assert "NCHW" in p.plan or "per channel" in p.plan
+        inp = p.prepare(x[:2])
+        assert inp.shape == (2, 3, 5, 4)
+        assert inp.dtype == np.dtype(dtype)
+        want = ((x[:2] / 255 - np.array([0.1, 0.2, 0.3])) / np.array([0.5, 0.25, 1.0])).transpose(0, 3, 1, 2)
+        if dtype == "uint8":
+            want = np.clip(np.round(want / 0.02) + 10, 0, 255)
+            assert np.abs(inp.astype(np.int32) - want).max() <= 1
+        else:
+            np.testing.assert_allclose(inp, want, atol=1e-6)
+        _eight_threads_agree(p, _cases(x), rounds=10)
+
+
+# -- one-engine installs -------------------------------------------------------------------------------
+
+HIDE_ENGINE = """
+import sys
+class Hide:  # what an install without this engine looks like to importlib
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] == {module!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}")
+sys.meta_path.insert(0, Hide())
+from edgepack.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(("missing", "refused", "runs"), [
+    ("onnxruntime", "digits-onnx-fp32", "digits-tflite-int8"),
+    ("ai_edge_litert", "digits-tflite-int8", "digits-onnx-int8"),
+])  # fmt: skip
+def test_predict_on_a_one_engine_install_refuses_the_other_format_with_one_line_naming_the_engine(
+    missing, refused, runs, tmp_path
+):
+    paths = _write_pngs(_eval(runs)["x"][:2], tmp_path)
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")}
+
+    def edgepack(*argv: str) -> subprocess.CompletedProcess:
+        code = HIDE_ENGINE.format(module=missing)
+        return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=120)
+
+    bad = edgepack("predict", str(FIX / f"{refused}.json"), *paths)
+    assert bad.returncode == 2
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1, bad.stderr
+    engine = "ONNX Runtime engine (onnxruntime)" if missing == "onnxruntime" else "LiteRT engine (ai-edge-litert)"
+    assert f"needs the {engine}, which is not installed" in lines[0]
+    ok = edgepack("predict", str(FIX / f"{runs}.json"), *paths, "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert len(json.loads(ok.stdout)["predictions"]) == 2

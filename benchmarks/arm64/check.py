@@ -3,7 +3,8 @@
 For each emulated CPU model (cortex-a53: ARMv8.0 NEON; neoverse-n1: + dot product; max,sme=off: + SVE2/i8mm,
 the three ARM int8 code paths) it runs ``edgepack.runtime`` on ``export/eval.npz`` for every bundle and
 compares with the same script run on this x86 host: float files must agree within ``FLOAT_ATOL``, quantized
-files must give identical labels (the largest probability difference is reported too). Beside that it runs
+files must give identical labels (the largest probability difference is reported too), and on every CPU
+``predict()``'s planned fast path must give the bits of the engine-call path. Beside that it runs
 the runtime's own tests under emulation, and ``edgepack bench`` with only the base install (results.json
 marked emulated) merged with x86 results by ``edgepack report``. Prints a per-CPU x per-file table; exit 1 on
 any mismatch, crash or failure, 2 on bad input.
@@ -112,6 +113,12 @@ def compare(cpu: str, files: list[str], ref_dir: Path, out_dir: Path, exit_code:
                     row.passed = row.same_labels == row.n
                 else:
                     row.passed = row.max_abs_diff <= float(row.rule.split("<=")[1])
+                # predict()'s fast path against the engine-call path on the same CPU: the same bits, every file
+                if g.get("fast_equals_reference") is False:
+                    row.passed = False
+                    row.note = (
+                        f"predict() differs from the engine-call path by {g.get('fast_vs_reference_max_diff'):.2e}"
+                    )
         rows.append(row)
     return rows
 

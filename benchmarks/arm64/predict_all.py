@@ -1,7 +1,9 @@
 """Run every exported bundle in an export folder through the lean runtime on its eval set; save the probabilities.
 
 The same script runs on the x86 host (the reference) and as aarch64 under qemu (the check), so both sides
-take the same code path: ``edgepack.runtime.load(bundle).predict(x)``. Needs only the base install.
+take the same code path: ``edgepack.runtime.load(bundle).predict(x)``, and each side also checks that predict's
+planned fast path gives the bits of the engine-call path (``head(run_prepared(prepare(x)))``). Needs only the
+base install.
 
     python predict_all.py EXPORT_DIR OUT_DIR [--eval eval.npz] [--files NAME ...] [--limit N]
 
@@ -67,6 +69,16 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 predictor = load(bundle)
                 probs = np.asarray(predictor.predict(x), dtype=np.float32)
+                # the engine-call path, step by step: predict's planned fast path must give the same bits
+                reference = predictor.head(predictor.run_prepared(predictor.prepare(x)))
+                # batch 1 takes its own buffers; compared with batch 1 of the reference path, since a dynamic-range
+                # quantized file scales its activations by the batch's range (its rows depend on the batch)
+                one, one_ref = (
+                    predictor.predict(x[:1]),
+                    predictor.head(predictor.run_prepared(predictor.prepare(x[:1]))),
+                )
+                same = bool(np.array_equal(probs, reference) and np.array_equal(one, one_ref))
+                diff = float(np.max(np.abs(probs.astype(np.float64) - reference))) if probs.size else 0.0
                 predictor.close()
             except Exception as exc:  # noqa: BLE001 - reported per file; the other files still run
                 note(file=bundle.stem, event="error", error=f"{type(exc).__name__}: {exc}")
@@ -74,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             np.save(args.out_dir / f"{bundle.stem}.npy", probs)
             meta = json.loads(bundle.read_text(encoding="utf-8"))
             note(file=bundle.stem, event="done", backend=predictor.backend, format=meta.get("format"),
-                 precision=meta.get("precision"), shape=list(probs.shape), seconds=time.perf_counter() - t0)  # fmt: skip
+                 precision=meta.get("precision"), shape=list(probs.shape), seconds=time.perf_counter() - t0,
+                 fast_equals_reference=same, fast_vs_reference_max_diff=diff, plan=predictor.plan)  # fmt: skip
     return 0
 
 

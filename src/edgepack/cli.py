@@ -559,11 +559,14 @@ COMMANDS: dict[str, tuple[Callable[[Any, str], None], Callable[[argparse.Namespa
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
-    from rich.logging import RichHandler
-
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
-    handler = RichHandler(show_time=False, show_path=False, markup=False,
-                          console=__import__("rich.console").console.Console(stderr=True))  # fmt: skip
+    try:  # rich comes with the training extra; a device install (predict, bench) logs plainly to stderr
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(show_time=False, show_path=False, markup=False,
+                                               console=__import__("rich.console").console.Console(stderr=True))  # fmt: skip
+    except ImportError:
+        handler = logging.StreamHandler(sys.stderr)
     logging.basicConfig(level=level, handlers=[handler], format="%(message)s", force=True)
     logging.getLogger("edgepack").setLevel(level)
     for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL", "tf2onnx"):

@@ -1,7 +1,10 @@
 """`edgepack bench`: every artifact x runtime x threads x batch, measured the same way, into results.json.
 
 For each exported file (and, when TensorFlow is installed, each Keras model as a reference): latency through
-``time_call`` with the engine built once; accuracy on ``export/eval.npz`` in that runtime; cold start and peak RSS
+``time_calls`` with the engine built once, of two calls in interleaved windows: ``latency_us`` is what a device
+program pays, ``predict()`` from uint8 pixels (preprocessing, engine call, output head), and the recommendation,
+the × floor figure and the headline use it; ``engine_latency_us`` is the engine call alone (``run_prepared`` on a
+prepared input), kept beside it with ``predict_over_engine`` (p50 / p50); accuracy on ``export/eval.npz`` in that runtime; cold start and peak RSS
 in a fresh process; size, gzip size, parameters, multiply-adds, sparsity; and the compute floor measured in the
 same run, so every row says how far it is from what this machine can do.
 """
@@ -123,10 +126,19 @@ def keras_available() -> bool:
 
 
 def resolve_runtimes(runtimes: tuple[Runtime, ...] | None) -> tuple[str, ...]:
-    """The --runtimes list; by default both lean runtimes, plus Keras reference rows when TensorFlow is installed."""
+    """The --runtimes list; by default the lean runtimes installed (a device may carry one), plus Keras reference rows
+    when TensorFlow is installed."""
     if runtimes is None:
-        return ("onnxruntime", "litert") + (("keras",) if keras_available() else ())
+        from edgepack.runtime.predictor import installed_engines
+
+        return installed_engines() + (("keras",) if keras_available() else ())
     names = tuple(r.value for r in runtimes)
+    from edgepack.runtime.predictor import installed_engines
+
+    missing = [n for n in names if n in ("onnxruntime", "litert") and n not in installed_engines()]
+    if missing:
+        raise ConfigError(f"--runtimes {','.join(names)}: {', '.join(missing)} is not installed here (installed: "
+                          f"{', '.join(installed_engines()) or 'no engine'}); install it or drop it")  # fmt: skip
     if "keras" in names and not keras_available():
         raise ConfigError("--runtimes keras: TensorFlow and tf_keras are not installed; install edgepack[train] or drop keras")  # fmt: skip
     return names
@@ -176,7 +188,7 @@ def _timing_fields(t: Any) -> dict[str, Any]:
 def _bench_lean(t: Target, runtime: str, settings: BenchSettings, x: np.ndarray | None, y: np.ndarray | None,
                 progress: Any) -> list[dict[str, Any]]:  # fmt: skip
     from edgepack.bench.coldstart import cold_start
-    from edgepack.bench.timing import time_call
+    from edgepack.bench.timing import time_calls
     from edgepack.runtime import load
 
     base = _base_row(t, runtime)
@@ -190,12 +202,20 @@ def _bench_lean(t: Target, runtime: str, settings: BenchSettings, x: np.ndarray 
             if accuracy is None and y is not None:
                 accuracy = _accuracy(pred, x, y)
             for batch in settings.batch:
-                inp = pred.prepare(_batch_of(x, batch))
-                timing = time_call(lambda inp=inp, pred=pred: pred.run_prepared(inp), batch=batch, min_time=settings.min_time,
-                                   windows=settings.windows)  # fmt: skip
-                rows.append({**base, "threads": threads, "batch": batch, "call": "run_prepared",
-                             "delegate": pred.delegate, **_timing_fields(timing)})  # fmt: skip
-                progress(f"{t.name} {runtime} threads={threads} batch={batch}: p50 {timing.p50:.1f} µs")
+                pixels = _batch_of(x, batch)
+                inp = pred.prepare(pixels)
+                # Interleaved windows: the user's call and the engine call alone see the same machine load.
+                timings = time_calls({"predict": lambda p=pixels, pred=pred: pred.predict(p),
+                                      "engine": lambda inp=inp, pred=pred: pred.run_prepared(inp)},
+                                     batch=batch, min_time=settings.min_time, windows=settings.windows)  # fmt: skip
+                end, engine = timings["predict"], timings["engine"]
+                rows.append({**base, "threads": threads, "batch": batch, "call": "predict(uint8)",
+                             "delegate": pred.delegate, **_timing_fields(end), "engine_call": "run_prepared",
+                             "engine_latency_us": engine.latency_us(), "engine_throughput_per_s": engine.throughput_per_s,
+                             "predict_over_engine": end.p50 / engine.p50 if engine.p50 else None,
+                             "plan": pred.plan})  # fmt: skip
+                progress(f"{t.name} {runtime} threads={threads} batch={batch}: predict p50 {end.p50:.1f} µs "
+                         f"(engine call {engine.p50:.1f} µs)")  # fmt: skip
         finally:
             pred.close()
     cold = cold_start(t.path, runtime, settings.threads[0], x[:1])
@@ -289,7 +309,8 @@ def run_bench(inputs: list[str], settings: BenchSettings, runtimes: tuple[str, .
     say("measuring the compute floor (fp32 and int8 GEMM on one core)")
     if floor is None:  # under qemu a 1024^3 GEMM takes minutes and its rate means nothing: one small size
         floor = measure_floor(sizes=(256,), windows=1) if machine_info().get("emulated") else measure_floor()
-    say(f"floor: fp32 {floor['fp32_macs_per_s'] / 1e9:.1f} GMAC/s, int8 {floor['int8_macs_per_s'] / 1e9:.1f} GMAC/s")
+    say("floor: " + ", ".join(f"{k} {floor[f'{k}_macs_per_s'] / 1e9:.1f} GMAC/s" if floor.get(f"{k}_macs_per_s")
+                              else f"{k} not measured" for k in ("fp32", "int8")))  # fmt: skip
     rows: list[dict[str, Any]] = []
     for t in lean:
         x, y = _eval_set(t)

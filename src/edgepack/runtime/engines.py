@@ -40,6 +40,11 @@ class Engine(Protocol):
 
     def run(self, inp: np.ndarray) -> np.ndarray: ...
 
+    # fill(x, buffer) writes the input into the engine's per-thread buffer (viewed as fill_view if set); one run
+    fill_view: np.dtype | None
+
+    def run_fill(self, shape: tuple[int, ...], dtype: np.dtype, fill: Any, x: np.ndarray) -> np.ndarray: ...
+
     def close(self) -> None: ...
 
 
@@ -54,6 +59,7 @@ def _columns(shape: list[Any]) -> int:
 class OrtEngine:
     backend = "onnxruntime"
     delegate = "CPUExecutionProvider"
+    fill_view: np.dtype | None = None  # run_fill hands ``fill`` its buffer viewed as this dtype (set by the Predictor)
 
     def __init__(self, content: bytes, threads: int | None) -> None:
         import onnxruntime as ort
@@ -91,20 +97,39 @@ class OrtEngine:
         local = self._local
         slot = getattr(local, "last", None)  # fast path: the same shape and dtype as this thread's last call
         if slot is None or slot[0] != inp.shape or slot[1] != inp.dtype:
-            slot = local.last = self._slot(inp)
+            slot = local.last = self._slot(inp.shape, inp.dtype)
         np.copyto(slot[3], inp)
         slot[2]()
         return slot[4].copy()  # the buffer is reused by this thread's next call
 
-    def _slot(self, inp: np.ndarray) -> tuple[Any, ...]:
-        """This thread's (shape, dtype, run, input buffer, output buffer) for ``inp``'s shape and dtype."""
+    def run_fill(self, shape: tuple[int, ...], dtype: np.dtype, fill: Any, x: np.ndarray) -> np.ndarray:
+        """``fill(x, buffer)`` writes the input straight into this thread's bound input buffer; then one run.
+
+        The Predictor's fast path: no engine-ready input array is made and copied; the output is a copy the
+        caller owns, as from ``run``. ``buffer`` is viewed as ``fill_view`` when that is set."""
+        if not self._bindable:
+            buf = np.empty(shape, dtype)
+            fill(x, buf if self.fill_view is None else buf.view(self.fill_view))
+            return self._session.run(self._outputs, {self.input_name: buf})[0]
+        local = self._local
+        slot = getattr(local, "last", None)
+        if slot is None or slot[0] != shape or slot[1] != dtype:
+            slot = local.last = self._slot(shape, dtype)
+        fill(x, slot[5])
+        slot[2]()
+        return slot[4].copy()
+
+    def _slot(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[Any, ...]:
+        """This thread's (shape, dtype, run, input buffer, output buffer) for one input shape and dtype."""
         slots = self._local.__dict__.setdefault("slots", {})
-        key = (inp.shape, inp.dtype.str)
+        key = (shape, dtype.str)
         slot = slots.get(key)
         if slot is None:
             if len(slots) >= 8:  # a few batch sizes per thread; a caller cycling through many rebuilds
                 slots.clear()
-            slot = slots[key] = (inp.shape, inp.dtype, *self._bind(inp.shape, inp.dtype))
+            run, buf, out = self._bind(shape, dtype)
+            view = buf if self.fill_view is None else buf.view(self.fill_view)
+            slot = slots[key] = (shape, dtype, run, buf, out, view)
         return slot
 
     def _bind(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[Any, np.ndarray, np.ndarray]:
@@ -142,6 +167,7 @@ class _Slot:
 
 class LiteRTEngine:
     backend = "litert"
+    fill_view: np.dtype | None = None  # as OrtEngine.fill_view
 
     def __init__(self, content: bytes, threads: int | None) -> None:
         from ai_edge_litert.interpreter import Interpreter
@@ -172,6 +198,7 @@ class LiteRTEngine:
         raw = getattr(it, "_interpreter", None)
         self._direct = all(callable(getattr(raw, name, None)) for name in ("SetTensor", "Invoke", "GetTensor"))
         del raw
+        self._local = threading.local()  # per thread: {shape: input buffer} for run_fill
 
     def _new_slot(self) -> _Slot:
         it = self._make()
@@ -207,6 +234,19 @@ class LiteRTEngine:
             return it.get_tensor(self._out_index)
         finally:
             self._idle.append(slot)
+
+    def run_fill(self, shape: tuple[int, ...], dtype: np.dtype, fill: Any, x: np.ndarray) -> np.ndarray:
+        """``fill(x, buffer)`` writes the input into this thread's preallocated buffer, which ``run`` hands to the
+        interpreter (SetTensor copies it, so the buffer is free again when the call returns)."""
+        bufs = self._local.__dict__
+        pair = bufs.get(shape)
+        if pair is None or pair[0].dtype != dtype:
+            if len(bufs) >= 8:  # a few batch sizes per thread; a caller cycling through many reallocates
+                bufs.clear()
+            buf = np.empty(shape, dtype)
+            pair = bufs[shape] = (buf, buf if self.fill_view is None else buf.view(self.fill_view))
+        fill(x, pair[1])
+        return self.run(pair[0])
 
     def close(self) -> None:
         self._idle.clear()

@@ -19,6 +19,8 @@ import numpy as np
 from edgepack.errors import ConfigError, ModelLoadError
 from edgepack.runtime import validate
 from edgepack.runtime.engines import ENGINES, Engine
+from edgepack.runtime.plan import U8, InputPlan, OutputPlan, reference_head, reference_input
+from edgepack.spec import ModelSpec, Preprocess, TensorSpec, default_labels, n_classes_of
 
 BACKENDS = ("auto", "onnxruntime", "litert")
 FORMAT_BACKEND = {"onnx": "onnxruntime", "tflite": "litert"}
@@ -29,14 +31,16 @@ MAX_MODEL_BYTES = 512 << 20  # a small-CNN runtime has no business opening anyth
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What one image must look like: shape (H, W, C), NHWC, and how uint8 pixels become the model's input."""
+    """What one image must look like: shape (H, W, C) of uint8 pixels, and how they become the model's input."""
 
     name: str
     shape: tuple[int, int, int]
     dtype: str  # the engine's input dtype: float32, int8 or uint8
-    scale: float = DEFAULT_SCALE  # model_input_float = uint8 * scale
+    scale: float = DEFAULT_SCALE  # model_input_float = (uint8 * scale - mean[c]) / std[c]
     quantization: tuple[float, int] | None = None  # (scale, zero_point) of an integer input
-    layout: str = "NHWC"
+    layout: str = "NHWC"  # the model's layout; predict() always takes (N, H, W, C)
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
 
     @property
     def color(self) -> str:
@@ -51,30 +55,52 @@ class OutputSpec:
     name: str
     dtype: str
     n_outputs: int  # columns the engine returns (1 for a sigmoid head)
-    activation: str  # softmax | sigmoid
+    activation: str  # softmax | sigmoid | raw: what the probabilities went through
     quantization: tuple[float, int] | None = None
+    kind: str = "probabilities"  # the model description's output kind: probabilities | sigmoid | logits | raw
 
 
 class Predictor:
-    """Runs one model file: ``predict(x)`` -> float32 probabilities (N, n_classes). Safe to share between threads."""
+    """Runs one model file: ``predict(x)`` -> float32 probabilities (N, n_classes). Safe to share between threads.
 
-    def __init__(self, path: Path, fmt: str, engine: Engine, input_spec: InputSpec, output_spec: OutputSpec,
-                 labels: tuple[str, ...], bundle: dict[str, Any] | None, bundle_path: Path | None) -> None:  # fmt: skip
+    ``predict`` takes the planned path (``edgepack.runtime.plan``: tables made at load, preallocated buffers, one
+    output lookup); ``prepare`` + ``run_prepared`` + ``head`` are the same computation spelled out step by step,
+    and give the same bits."""
+
+    def __init__(self, path: Path, fmt: str, engine: Engine, model: ModelSpec, input_spec: InputSpec,
+                 output_spec: OutputSpec, bundle: dict[str, Any] | None, bundle_path: Path | None) -> None:  # fmt: skip
         self.path = path
         self.format = fmt
         self.backend = engine.backend
         self.delegate = getattr(engine, "delegate", engine.backend)  # which kernels run the graph
+        self.model = model
         self.input_spec = input_spec
         self.output_spec = output_spec
-        self.labels = labels
+        self.labels = model.labels
         self.bundle = bundle
         self.bundle_path = bundle_path
         self.precision = (bundle or {}).get("precision") or ("int8" if input_spec.dtype != "float32" else None)
         self._engine: Engine | None = engine
+        self._input_plan = InputPlan(model, input_spec.dtype, input_spec.quantization)
+        self._output_plan = OutputPlan(output_spec.kind, output_spec.dtype, output_spec.n_outputs,
+                                       output_spec.quantization)  # fmt: skip
+        engine.fill_view = self._input_plan.fill_view
+        self._fill_pixels = self._input_plan.fill_pixels
+        self._fill_floats = self._input_plan.fill_floats
+        self._head = self._output_plan.head
+        self._pixel_shape = input_spec.shape
+        self._engine_shape = model.input_shape(1)[1:]  # one image in the model's layout
+        self._shape1 = (1, *self._engine_shape)
+        self._engine_dtype = np.dtype(input_spec.dtype)
 
     @property
     def n_classes(self) -> int:
         return len(self.labels)
+
+    @property
+    def plan(self) -> str:
+        """How predict() gets from pixels to the engine and back, in words (for logs and benchmarks)."""
+        return f"input: {self._input_plan.describe()}; output: {self._output_plan.describe()}"
 
     def __repr__(self) -> str:
         return (f"Predictor({str(self.path)!r}, backend={self.backend!r}, input={self.input_spec.describe()} "
@@ -84,46 +110,53 @@ class Predictor:
 
     def predict(self, x: Any) -> np.ndarray:
         """Probabilities (N, n_classes) for uint8 images or floats in [0, 1]: one (H, W, C) image or a batch."""
-        inp = self.prepare(x)
-        return self._postprocess(self._run(inp), len(inp))
+        if type(x) is not np.ndarray:
+            x = np.asarray(x)
+        shape = x.shape
+        # The call a device makes, checked in as few steps as possible: uint8 pixels of the model's shape.
+        if x.dtype is U8 and shape[-3:] == self._pixel_shape and (len(shape) == 4 and shape[0] or len(shape) == 3):
+            if len(shape) == 3:
+                x = x[None]
+            fill = self._fill_pixels
+        else:
+            x = self._checked(x)
+            fill = self._fill_pixels if x.dtype is U8 else self._fill_floats
+        n = x.shape[0]
+        engine = self._engine
+        if engine is None:
+            raise RuntimeError(f"predictor for {self.path} is closed")
+        try:
+            raw = engine.run_fill(self._shape1 if n == 1 else (n, *self._engine_shape), self._engine_dtype, fill, x)
+        except Exception as e:  # noqa: BLE001 - the input was checked: an engine failure means a bad model
+            raise ModelLoadError(f"{self.path}: {self.backend} failed to run the model: {_first_line(e)}") from e
+        try:
+            return self._head(raw, n)
+        except ValueError as e:
+            raise ModelLoadError(f"{self.path}: {e}: the file is damaged") from None
 
-    # -- benchmarking hooks: prepare once, time only the engine call --------------------------------
+    # -- the reference path, step by step (benchmarks time run_prepared alone) -----------------------
 
     def prepare(self, x: Any) -> np.ndarray:
-        """Checked, batch-shaped, engine-ready input (quantized for an integer model)."""
+        """Checked, batch-shaped, engine-ready input (model layout; quantized for an integer model)."""
         spec = self.input_spec
-        x = np.asarray(x)
-        if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
-            raise ValueError(f"input dtype {x.dtype}: expected uint8 images (0-255) or floats in [0, 1]")
-        given = tuple(x.shape)
-        if x.ndim == 3:
-            x = x[None]
-        if x.ndim != 4 or tuple(x.shape[1:]) != spec.shape:
-            raise ValueError(f"input shape {given}: expected {spec.shape} for one image or "
-                             f"(N, {', '.join(map(str, spec.shape))}) for a batch")  # fmt: skip
-        if x.shape[0] == 0:
-            raise ValueError(f"empty batch (0 images): expected at least one {spec.shape} image")
-        if x.dtype == np.uint8:
-            xf = x.astype(np.float32) * np.float32(spec.scale)
-        else:
-            if not np.isfinite(x).all():
-                raise ValueError(
-                    f"input has {int((~np.isfinite(x)).sum())} NaN or infinite values: expected floats in [0, 1]"
-                )
-            lo, hi = float(x.min()), float(x.max())
-            if lo < 0.0 or hi > 1.0:
-                raise ValueError(f"input values in [{lo:g}, {hi:g}]: expected floats in [0, 1] (or uint8 images 0-255)")
-            xf = x.astype(np.float32)
-        if spec.dtype == "float32":
-            return np.ascontiguousarray(xf)
-        qscale, zero = spec.quantization  # type: ignore[misc]  # load() guarantees it for integer inputs
-        info = np.iinfo(spec.dtype)
-        q = np.round(xf / np.float32(qscale)) + zero
-        return np.clip(q, info.min, info.max).astype(spec.dtype)
+        return reference_input(self.model, spec.dtype, spec.quantization, self._checked(np.asarray(x)))
 
     def run_prepared(self, inp: np.ndarray) -> np.ndarray:
         """The raw engine output for a ``prepare``d input: only the engine call (session.run / set+invoke+get)."""
         return self._live().run(inp)
+
+    def head(self, raw: np.ndarray) -> np.ndarray:
+        """The engine's raw output -> what predict() returns (dequantization, then the model's output head)."""
+        out = self.output_spec
+        raw = np.asarray(raw)
+        n = raw.shape[0] if raw.ndim else 0
+        if raw.ndim < 1 or raw.size != n * out.n_outputs or n == 0:
+            raise ModelLoadError(f"{self.path}: the model returned shape {raw.shape}, expected (N, {out.n_outputs}): "
+                                 "the file is damaged")  # fmt: skip
+        probs = reference_head(raw.reshape(n, out.n_outputs), out.kind, out.quantization)
+        if not np.isfinite(probs).all():
+            raise ModelLoadError(f"{self.path}: the model returned non-finite values: the file is damaged")
+        return probs
 
     def close(self) -> None:
         """Release the engine; the predictor cannot be used afterwards."""
@@ -145,36 +178,43 @@ class Predictor:
             raise RuntimeError(f"predictor for {self.path} is closed")
         return engine
 
-    def _run(self, inp: np.ndarray) -> np.ndarray:
-        engine = self._live()
-        try:
-            return engine.run(inp)
-        except Exception as e:  # noqa: BLE001 - the input was checked: an engine failure means a bad model
-            raise ModelLoadError(f"{self.path}: {self.backend} failed to run the model: {_first_line(e)}") from e
+    def _checked(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as a (N, H, W, C) batch of uint8 pixels or floats in [0, 1]; ValueError saying what was expected."""
+        spec = self.input_spec
+        if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(f"input dtype {x.dtype}: expected uint8 images (0-255) or floats in [0, 1]")
+        given = tuple(x.shape)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or tuple(x.shape[1:]) != spec.shape:
+            raise ValueError(f"input shape {given}: expected {spec.shape} for one image or "
+                             f"(N, {', '.join(map(str, spec.shape))}) for a batch")  # fmt: skip
+        if x.shape[0] == 0:
+            raise ValueError(f"empty batch (0 images): expected at least one {spec.shape} image")
+        if x.dtype == np.uint8:
+            return x
+        lo, hi = float(x.min()), float(x.max())
+        if not (lo >= 0.0 and hi <= 1.0):  # NaN compares false: one pass for both checks
+            if not np.isfinite(x).all():
+                raise ValueError(
+                    f"input has {int((~np.isfinite(x)).sum())} NaN or infinite values: expected floats in [0, 1]"
+                )
+            raise ValueError(f"input values in [{lo:g}, {hi:g}]: expected floats in [0, 1] (or uint8 images 0-255)")
+        return x
 
-    def _postprocess(self, raw: np.ndarray, n: int) -> np.ndarray:
+    def _check_is_classifier(self) -> None:
+        """At load: one prediction of a mid-grey image must give probabilities (a damaged graph can still run and
+        return numbers that are not, e.g. its input). Per call only shapes, dtypes and finiteness are checked."""
         out = self.output_spec
-        raw = np.asarray(raw)
-        if raw.ndim < 1 or raw.shape[0] != n or raw.size != n * out.n_outputs:
-            raise ModelLoadError(f"{self.path}: the model returned shape {raw.shape} for {n} images, expected "
-                                 f"({n}, {out.n_outputs}): the file is damaged")  # fmt: skip
-        raw = raw.reshape(n, out.n_outputs)
-        if out.quantization is not None:
-            qscale, zero = out.quantization
-            raw = (raw.astype(np.float32) - np.float32(zero)) * np.float32(qscale)
-        probs = raw.astype(np.float32, copy=False)
-        if out.activation == "sigmoid":
-            probs = np.concatenate([1.0 - probs, probs], axis=1)
-        if not np.isfinite(probs).all():
-            raise ModelLoadError(f"{self.path}: the model returned non-finite probabilities: the file is damaged")
-        # A damaged graph can still run and return numbers that are not probabilities (e.g. its input).
+        if out.kind == "raw":
+            return
+        probs = self.predict(np.full((1, *self._pixel_shape), 128, np.uint8))
         # Slack for int8 outputs: each value is off by up to half a quantization step.
         step = out.quantization[0] if out.quantization else 0.0
         value_slack, sum_slack = 1e-3 + step, 0.05 + min(step * out.n_outputs / 2, 0.25)
         if probs.min() < -value_slack or probs.max() > 1 + value_slack or np.abs(probs.sum(1) - 1).max() > sum_slack:
             raise ModelLoadError(f"{self.path}: the model returned values in [{probs.min():g}, {probs.max():g}] that "
                                  f"are not {out.activation} probabilities: the file is damaged or not a classifier")  # fmt: skip
-        return probs
 
 
 # -- loading ---------------------------------------------------------------------------------------
@@ -196,6 +236,7 @@ def load(path: str | os.PathLike[str], backend: str = "auto", threads: int | Non
     fmt = _format_of(model_path, bundle)
     if backend != "auto" and backend != FORMAT_BACKEND[fmt]:
         raise ConfigError(f"backend '{backend}' cannot run a .{fmt} file; choose {FORMAT_BACKEND[fmt]} or auto")
+    _require_engine(fmt, model_path)
     content = _read(model_path)
     if bundle is not None and verify:
         digest = hashlib.sha256(content).hexdigest()
@@ -208,11 +249,16 @@ def load(path: str | os.PathLike[str], backend: str = "auto", threads: int | Non
         validate.probe_tflite(content, model_path)
     engine = _open_engine(fmt, content, threads, model_path)
     try:
-        input_spec, output_spec, labels = _specs(engine, bundle, model_path)
+        model, input_spec, output_spec = _specs(engine, bundle, model_path)
+        predictor = Predictor(model_path, fmt, engine, model, input_spec, output_spec, bundle, bundle_path)
+        if not predictor._output_plan.table_finite:
+            raise ModelLoadError(f"{model_path}: output quantization {output_spec.quantization} gives non-finite "
+                                 "values: the file is damaged")  # fmt: skip
+        predictor._check_is_classifier()
     except BaseException:
         engine.close()
         raise
-    return Predictor(model_path, fmt, engine, input_spec, output_spec, labels, bundle, bundle_path)
+    return predictor
 
 
 def _resolve(path: Path) -> tuple[dict[str, Any] | None, Path | None, Path]:
@@ -274,42 +320,121 @@ def _read(path: Path) -> bytes:
         raise ModelLoadError(f"{path}: cannot read: {_first_line(e)}") from e
 
 
+ENGINE_PACKAGES = {"onnx": ("onnxruntime", "onnxruntime", "ONNX Runtime"),
+                   "tflite": ("ai_edge_litert", "ai-edge-litert", "LiteRT")}  # fmt: skip  # module, pip name, engine
+
+
+def installed_engines() -> tuple[str, ...]:
+    """The backends this install can run (a device may carry only one engine: see the README's device install)."""
+    return tuple(FORMAT_BACKEND[f] for f, (module, _, _) in ENGINE_PACKAGES.items() if _find(module))
+
+
+def _find(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _require_engine(fmt: str, path: Path) -> None:
+    """A one-line ModelLoadError naming the engine a file needs when this install does not have it."""
+    module, package, engine = ENGINE_PACKAGES[fmt]
+    if _find(module):
+        return
+    others = [FORMAT_BACKEND[f] for f, (m, _, _) in ENGINE_PACKAGES.items() if f != fmt and _find(m)]
+    here = f"this install has only {', '.join(others)}" if others else "this install has no engine"
+    raise ModelLoadError(f"{path}: a .{fmt} file needs the {engine} engine ({package}), which is not installed; "
+                         f"{here}: pip install {package}, or use the other format's export")  # fmt: skip
+
+
 def _open_engine(fmt: str, content: bytes, threads: int | None, path: Path) -> Engine:
     try:
         return ENGINES[fmt](content, threads)
     except ModelLoadError:
         raise
     except ImportError as e:
-        raise ModelLoadError(f"{path}: the {FORMAT_BACKEND[fmt]} engine is not installed ({_first_line(e)})") from e
+        _, package, engine = ENGINE_PACKAGES[fmt]
+        raise ModelLoadError(f"{path}: a .{fmt} file needs the {engine} engine ({package}), which does not import "
+                             f"here: {_first_line(e)}") from e  # fmt: skip
     except UnicodeDecodeError as e:  # onnxruntime's message quoted damaged bytes and could not be decoded
         raise ModelLoadError(f"{path}: not a valid {fmt} model: {FORMAT_BACKEND[fmt]} rejected it") from e
     except Exception as e:  # noqa: BLE001 - any engine complaint about the file is a load error
         raise ModelLoadError(f"{path}: not a valid {fmt} model: {_first_line(e)}") from e
 
 
-def _specs(engine: Engine, bundle: dict[str, Any] | None, path: Path) -> tuple[InputSpec, OutputSpec, tuple[str, ...]]:  # fmt: skip
-    """Input/output specs and labels from the engine, checked against the bundle when there is one."""
-    b_in = (bundle or {}).get("input", {})
-    b_out = (bundle or {}).get("output", {})
+KIND_ACTIVATION = {"probabilities": "softmax", "sigmoid": "sigmoid", "raw": "raw"}
+
+
+def _specs(engine: Engine, bundle: dict[str, Any] | None, path: Path) -> tuple[ModelSpec, InputSpec, OutputSpec]:
+    """The model description (the bundle's ``model`` block, else built from its older ``input``/``output``/
+    ``labels`` fields or, for a bare file, from the engine) and the input/output specs, checked against the
+    engine."""
+    if engine.input_dtype not in ("float32", "int8", "uint8"):
+        raise ModelLoadError(f"{path}: model input dtype {engine.input_dtype}: expected float32, int8 or uint8")
+    if engine.output_dtype not in ("float32", "int8", "uint8"):
+        raise ModelLoadError(f"{path}: model output dtype {engine.output_dtype}: expected float32, int8 or uint8")
+    b_in = (bundle or {}).get("input") or {}
+    b_out = (bundle or {}).get("output") or {}
+    if bundle is not None and "model" in bundle:
+        try:
+            model = ModelSpec.from_dict(bundle["model"], "bundle model description")
+        except ConfigError as e:
+            raise ModelLoadError(f"{path}: {e}") from None
+        want = model.input_shape(1)
+        if len(engine.input_shape) != 4 or any(
+            d is not None and d != w for d, w in zip(engine.input_shape[1:], want[1:], strict=True)
+        ):
+            raise ModelLoadError(f"{path}: the bundle's model description says input {model.layout} "
+                                 f"{list(want[1:])} per image, the model file has {list(engine.input_shape)}")  # fmt: skip
+    else:
+        model = _legacy_model(engine, bundle, b_in, b_out, path)
+    in_q = engine.input_quantization or _quant(b_in.get("quantization"))
+    if engine.input_dtype != "float32" and in_q is None:
+        raise ModelLoadError(f"{path}: {engine.input_dtype} input without quantization parameters")
+    pre = model.preprocess
+    input_spec = InputSpec(engine.input_name, model.pixel_shape, engine.input_dtype, pre.scale,
+                           in_q if engine.input_dtype != "float32" else None, model.layout, pre.mean, pre.std)  # fmt: skip
+
+    n_out = engine.n_outputs
+    if n_out < 1:
+        raise ModelLoadError(f"{path}: model output shape {engine.output_shape}: expected [N, n_classes]")
+    kind = model.output_kind
+    if model.is_classifier and n_classes_of(n_out, kind) != len(model.labels):
+        raise ModelLoadError(f"{path}: bundle has {len(model.labels)} labels, the model gives "
+                             f"{n_classes_of(n_out, kind)} classes")  # fmt: skip
+    if kind == "sigmoid" and n_out != 1:
+        raise ModelLoadError(f"{path}: output kind sigmoid with {n_out} outputs: expected one column")
+    out_q = engine.output_quantization or _quant(b_out.get("quantization"))
+    if engine.output_dtype != "float32" and out_q is None:
+        raise ModelLoadError(f"{path}: {engine.output_dtype} output without quantization parameters")
+    activation = KIND_ACTIVATION.get(kind) or ("sigmoid" if n_out == 1 else "softmax")
+    output_spec = OutputSpec(engine.output_name, engine.output_dtype, n_out, activation,
+                             out_q if engine.output_dtype != "float32" else None, kind)  # fmt: skip
+    return model, input_spec, output_spec
+
+
+def _legacy_model(engine: Engine, bundle: dict[str, Any] | None, b_in: dict[str, Any], b_out: dict[str, Any],
+                  path: Path) -> ModelSpec:  # fmt: skip
+    """A model description from a bundle written before bundles carried one, or from a bare model file."""
     shape = engine.input_shape
     if len(shape) != 4 or any(not isinstance(d, int) or d < 1 for d in shape[1:]):
         raise ModelLoadError(f"{path}: model input shape {list(shape)}: expected [N, H, W, C] images")
-    hwc = (int(shape[1]), int(shape[2]), int(shape[3]))
-    if b_in.get("shape") is not None and [int(d) for d in b_in["shape"][1:]] != list(hwc):
+    layout = b_in.get("layout") or "NHWC"
+    if layout not in ("NHWC", "NCHW"):
+        raise ModelLoadError(f"{path}: bundle input layout {layout!r}: expected NHWC or NCHW")
+    if bundle is None and shape[1] in (1, 3) and shape[3] not in (1, 3):  # a bare file: [N, C, H, W] by its look
+        layout = "NCHW"
+    h, w, c = (shape[1], shape[2], shape[3]) if layout == "NHWC" else (shape[2], shape[3], shape[1])
+    if b_in.get("shape") is not None and [int(d) for d in b_in["shape"][1:]] != [int(d) for d in shape[1:]]:
         raise ModelLoadError(f"{path}: bundle says input {b_in['shape']}, the model file has {list(shape)}")
-    if engine.input_dtype not in ("float32", "int8", "uint8"):
-        raise ModelLoadError(f"{path}: model input dtype {engine.input_dtype}: expected float32, int8 or uint8")
     if b_in.get("dtype") not in (None, engine.input_dtype):
         raise ModelLoadError(
             f"{path}: bundle says input dtype {b_in['dtype']}, the model file has {engine.input_dtype}"
         )
-    in_q = engine.input_quantization or _quant(b_in.get("quantization"))
-    if engine.input_dtype != "float32" and in_q is None:
-        raise ModelLoadError(f"{path}: {engine.input_dtype} input without quantization parameters")
-    scale = float(b_in.get("scale") or DEFAULT_SCALE)
-    input_spec = InputSpec(engine.input_name, hwc, engine.input_dtype, scale,
-                           in_q if engine.input_dtype != "float32" else None)  # fmt: skip
-
+    if c not in (1, 3):
+        raise ModelLoadError(f"{path}: model input {list(shape)} has {c} channels: expected 1 (grayscale) or 3 (rgb)")
     n_out = engine.n_outputs
     if n_out < 1:
         raise ModelLoadError(f"{path}: model output shape {engine.output_shape}: expected [N, n_classes]")
@@ -318,19 +443,17 @@ def _specs(engine: Engine, bundle: dict[str, Any] | None, path: Path) -> tuple[I
         raise ModelLoadError(
             f"{path}: output activation '{activation}' with {n_out} outputs: expected sigmoid with 1 or softmax with 2 or more"
         )
-    if engine.output_dtype not in ("float32", "int8", "uint8"):
-        raise ModelLoadError(f"{path}: model output dtype {engine.output_dtype}: expected float32, int8 or uint8")
-    out_q = engine.output_quantization or _quant(b_out.get("quantization"))
-    if engine.output_dtype != "float32" and out_q is None:
-        raise ModelLoadError(f"{path}: {engine.output_dtype} output without quantization parameters")
-    output_spec = OutputSpec(engine.output_name, engine.output_dtype, n_out, activation,
-                             out_q if engine.output_dtype != "float32" else None)  # fmt: skip
-
     n_classes = 2 if activation == "sigmoid" else n_out
-    labels = tuple(str(label) for label in (bundle or {}).get("labels") or range(n_classes))
+    labels = tuple(str(label) for label in (bundle or {}).get("labels") or default_labels(n_classes))
     if len(labels) != n_classes:
         raise ModelLoadError(f"{path}: bundle has {len(labels)} labels, the model gives {n_classes} classes")
-    return input_spec, output_spec, labels
+    try:
+        pre = Preprocess(size=(h, w), color="grayscale" if c == 1 else "rgb",
+                         scale=float(b_in.get("scale") or DEFAULT_SCALE))  # fmt: skip
+        return ModelSpec(TensorSpec(engine.input_name, (None, *shape[1:]), engine.input_dtype), pre, layout,
+                         "sigmoid" if activation == "sigmoid" else "probabilities", labels=labels)  # fmt: skip
+    except ConfigError as e:
+        raise ModelLoadError(f"{path}: {e}") from None
 
 
 def _quant(q: Any) -> tuple[float, int] | None:
