@@ -156,6 +156,9 @@ def test_nchw_onnx_classifier_through_import_export_bench_and_predict(tmp_path, 
                        for p in images]).astype(np.float32) / 255.0  # fmt: skip
     by_hand = fp32.run(None, {"input": ((loaded - 0.5) / 0.5).transpose(0, 3, 1, 2).copy()})[0].argmax(axis=1)
     assert np.mean(np.array(got) == by_hand) >= 11 / 12  # int8 vs fp32: at most one borderline digit differs
+    assert main(["predict", str(run.file(exports["fp32"]).with_suffix(".json")), *map(str, images), "--json"]) == 0
+    got_fp32 = [r["index"] for r in json.loads(capsys.readouterr().out)["predictions"]]
+    assert got_fp32 == by_hand.tolist()  # the bundle's preprocessing is the one done by hand
 
 
 def _refused(capsys, code, out_dir, *words):
@@ -232,3 +235,19 @@ def test_import_onnx_refuses_unsupported_ops(tmp_path, capsys, onnx_classifier):
     code = main(["import", str(tmp_path / "custom.onnx"), "--data", str(npz), "--out", str(out),
                  "--image-size", "32x32"])  # fmt: skip
     _refused(capsys, code, out, "custom.onnx")
+
+
+def test_import_onnx_refuses_image_size_its_fixed_input_cannot_take(tmp_path, capsys, onnx_classifier):
+    import onnx
+
+    path, npz = onnx_classifier
+    model = onnx.load(str(path))
+    for axis in (2, 3):
+        d = model.graph.input[0].type.tensor_type.shape.dim[axis]
+        d.Clear()
+        d.dim_value = 32
+    onnx.save(model, str(tmp_path / "fixed.onnx"))
+    out = tmp_path / "run"
+    code = main(["import", str(tmp_path / "fixed.onnx"), "--data", str(npz), "--out", str(out),
+                 "--image-size", "28x28"])  # fmt: skip
+    _refused(capsys, code, out, "--image-size 28x28", "32x32")

@@ -158,3 +158,33 @@ def check_ops(session_error: Exception, path: Path) -> ModelLoadError:
     text = str(session_error).splitlines()[0] if str(session_error) else type(session_error).__name__
     return ModelLoadError(f"model {path}: ONNX Runtime cannot run it ({text[:200]}); custom or unsupported ops are "
                           "not imported")  # fmt: skip
+
+
+# -- TFLite files ------------------------------------------------------------------------------------------------
+
+TFLITE_LAST_OPS_KIND = {"SOFTMAX": "probabilities", "LOGISTIC": "sigmoid"}
+
+
+def read_tflite(path: Path) -> tuple[bytes, Any]:
+    """The bytes of a float .tflite, checked before LiteRT sees them, and an interpreter on them."""
+    from edgepack.runtime import validate
+
+    content = path.read_bytes()
+    validate.check("tflite", content, path)
+    validate.probe_tflite(content, path)
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interp = Interpreter(model_content=content)
+        interp.allocate_tensors()
+    except Exception as e:  # noqa: BLE001 - one line, naming what LiteRT said
+        raise ModelLoadError(f"model {path}: LiteRT cannot open it ({str(e).splitlines()[0][:200]}); custom or "
+                             "unsupported ops are not imported") from None  # fmt: skip
+    return content, interp
+
+
+def tflite_output_kind(interp: Any) -> str:
+    ops = interp._get_ops_details()  # noqa: SLF001 - the only op listing the interpreter offers
+    out = interp.get_output_details()[0]["index"]
+    last = next((o["op_name"] for o in ops if out in o["outputs"]), "")
+    return TFLITE_LAST_OPS_KIND.get(last, "logits")

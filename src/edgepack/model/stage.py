@@ -23,7 +23,7 @@ from edgepack.spec import OUTPUT_KINDS, ModelSpec, Preprocess, TensorSpec, n_cla
 
 log = logging.getLogger(__name__)
 
-MODEL_SUFFIXES = ".keras, .h5, a SavedModel folder, .onnx"
+MODEL_SUFFIXES = ".keras, .h5, a SavedModel folder, .onnx, a float .tflite"
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,8 @@ def import_stage(model_path: str | Path, data: DataSettings, settings: ImportSet
         RunDir.check_target(out, force)
         return _import_onnx(path, data, settings, out, force, start)
     if path.suffix.lower() == ".tflite":
-        raise ConfigError(f"model {path}: importing .tflite files is not built yet; `edgepack info`, `bench` and "
-                          f"`predict` take it as it is; import accepts {MODEL_SUFFIXES}")  # fmt: skip
+        RunDir.check_target(out, force)
+        return _import_tflite(path, data, settings, out, force, start)
     if not is_keras_file(path):
         raise ModelLoadError(f"model {path}: not a model file edgepack imports; expected {MODEL_SUFFIXES}")
     RunDir.check_target(out, force)
@@ -262,3 +262,71 @@ def _spec_for(inp: TensorSpec, layout: str, size: tuple[int, int], color: str, s
                      mean=settings.mean or (0.0,), std=settings.std or (1.0,))  # fmt: skip
     return ModelSpec(input=inp, preprocess=pre, layout=layout, output_kind=kind, labels=labels, pinned=pinned,
                      source={"format": "onnx", "file": path.name, "by": "edgepack import"})  # fmt: skip
+
+
+def _import_tflite(path: Path, data: DataSettings, settings: ImportSettings, out: str | Path, force: bool,
+                   start: float) -> RunDir:  # fmt: skip
+    """A float .tflite as the run's reference (models/baseline.tflite); its int8 and int16-activation files are
+    made by the AI Edge Quantizer at export."""
+    import numpy as np
+
+    from edgepack.data import load, save_to_run
+    from edgepack.export.inspect import describe
+    from edgepack.export.parity import run_file
+    from edgepack.files import atomic_write_bytes
+    from edgepack.machine import machine_info
+    from edgepack.model import onnx_import as ox
+
+    content, interp = ox.read_tflite(path)
+    inputs = interp.get_input_details()
+    if len(inputs) != 1:
+        raise ConfigError(f"model {path.name}: {len(inputs)} inputs; edgepack imports image models with one input")
+    if np.dtype(inputs[0]["dtype"]) != np.float32:
+        raise ConfigError(f"model {path.name}: a {np.dtype(inputs[0]['dtype']).name} .tflite; import takes a float "
+                          "file (the quantized files are made from it); `edgepack bench`/`predict` take this one as "
+                          "it is")  # fmt: skip
+    sig = inputs[0].get("shape_signature", inputs[0]["shape"])
+    shape = tuple(None if int(d) < 0 else int(d) for d in sig)
+    shape = (None, *shape[1:])
+    layout = ox.infer_layout(shape, settings.layout, path)
+    nhwc = shape if layout == "NHWC" else (shape[0], shape[2], shape[3], shape[1])
+    size, color = _pixels(nhwc, settings, path)
+    dataset = load(dataclasses.replace(data, image_size=size, color=Color.parse(color, "--color")))
+    kind = settings.output or ox.tflite_output_kind(interp)
+    units = int(interp.get_output_details()[0]["shape"][-1])
+    classes = n_classes_of(units, kind)
+    if kind == "raw" or classes != dataset.n_classes:
+        raise ConfigError(f"model {path.name}: its output scores {classes} classes ({units} values, {kind}); the "
+                          f"data {dataset.spec!r} has {dataset.n_classes} ({', '.join(dataset.class_names)})")  # fmt: skip
+    labels = settings.labels or dataset.class_names
+    if len(labels) != classes:
+        raise ConfigError(f"--labels: {len(labels)} labels for a model that scores {classes} classes")
+    spec = dataclasses.replace(
+        _spec_for(TensorSpec(inputs[0]["name"], shape), layout, size, color, settings, kind, tuple(labels),
+                  tuple(d for d, v in zip(("height", "width"), nhwc[1:3], strict=True) if v is None), path),
+        source={"format": "tflite", "file": path.name, "by": "edgepack import"},
+    )  # fmt: skip
+    with RunDir.create(out, force=force) as run:
+        run.manifest["machine"] = machine_info()
+        run.manifest["dataset"] = dataset.info()
+        run.manifest["model"] = spec.to_dict()
+        save_to_run(dataset, run.path)
+        rel = "models/baseline.tflite"
+        atomic_write_bytes(run.path / rel, content)
+        probs, _ = run_file(run.path / rel, dataset.x_test, spec)
+        pred = probs.argmax(axis=1)
+        confusion = np.zeros((dataset.n_classes, dataset.n_classes), dtype=np.int64)
+        np.add.at(confusion, (dataset.y_test, pred), 1)
+        info = describe(run.path / rel)
+        metrics = {"accuracy": float((pred == dataset.y_test).mean()), "confusion_matrix": confusion.tolist(),
+                   "n_eval": int(len(dataset.y_test)), "params": info["params"], "macs": info["macs"],
+                   "sparsity": info["sparsity"]}  # fmt: skip
+        artifact_settings = {"source": str(path), "source_format": "tflite", "compressible": False,
+                             "compressible_reason": "a .tflite model: tfmot compresses Keras models only",
+                             "stages_possible": ["export", "bench", "report"]}  # fmt: skip
+        run.add_artifact(Artifact(name="baseline", path=rel, format="tflite", precision="fp32", stage="import",
+                                  parent=None, settings=artifact_settings, metrics=metrics))  # fmt: skip
+        run.record("import", {"model": str(path), **_plain(settings)}, time.perf_counter() - start)
+    log.info("imported %s (float tflite, %s): %s; test accuracy %.4f", path.name, layout, spec.describe(),
+             metrics["accuracy"])  # fmt: skip
+    return RunDir.open(out)
