@@ -244,7 +244,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from edgepack.export.inspect import describe
+    from edgepack.inspect import describe
 
     info = describe(args.model)
     ops = ", ".join(f"{k} {v}" for k, v in info["ops"].items())

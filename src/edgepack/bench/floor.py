@@ -82,7 +82,7 @@ def _measure(min_time: float, windows: int, sizes: tuple[int, ...]) -> dict[str,
     import numpy as np
     import onnxruntime as ort
 
-    from edgepack.bench.timing import time_call
+    from edgepack.timing import time_call
 
     rng = np.random.default_rng(0)
     found: dict[str, list[dict[str, Any]]] = {"fp32": [], "int8": []}

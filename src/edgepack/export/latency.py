@@ -135,7 +135,7 @@ def float_island(model: Any, start: Any) -> list[str]:
 def interleaved_p50(fns: dict[str, Callable[[], Any]], rounds: int = 5, min_time: float = 0.1) -> dict[str, float]:
     """Median over ``rounds`` of each callable's p50, the callables timed in turn within each round, so a load
     change on a shared machine hits all of them alike."""
-    from edgepack.bench.timing import time_call
+    from edgepack.timing import time_call
 
     p50s: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
