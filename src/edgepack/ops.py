@@ -90,6 +90,9 @@ ONNX_META_INPUTS = {"QuantizeLinear": {1, 2}, "DequantizeLinear": {1, 2}, "Resha
                     "QLinearMul": {1, 2, 4, 5, 6, 7}, "QLinearAveragePool": {1, 2, 3, 4},
                     "QLinearGlobalAveragePool": {1, 2, 3, 4}, "QLinearSoftmax": {1, 2, 3, 4},
                     "QLinearSigmoid": {1, 2, 3, 4}, "QLinearLeakyRelu": {1, 2, 3, 4}}  # fmt: skip
+# the same-grid ops onnxruntime's QDQPropagationTransformer moves a QuantizeLinear backwards through
+# (onnxruntime/core/optimizer/qdq_transformer/qdq_propagation.cc)
+ONNX_QDQ_PROPAGATING = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice")
 # TFLite: where each weighted op reads its weight, and inputs that are shapes/axes
 TFLITE_WEIGHT_INPUT = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "TRANSPOSE_CONV": 1}
 TFLITE_META_INPUTS = {"RESHAPE": {1}, "PAD": {1}, "TRANSPOSE": {1}, "MEAN": {1}, "REDUCE_MAX": {1},
