@@ -253,7 +253,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"{info['path']}  ({info['format']}, {info['precision']})",
         f"  size        {info['size_bytes']:,} bytes  (gzip {info['gzip_bytes']:,})",
         f"  params      {info['params']:,}",
-        f"  MACs        {info['macs']:,} per image",
+        f"  MACs        {info['macs']:,} per image" if info["macs"] is not None
+        else "  MACs        unknown: dynamic input dimensions",
         f"  sparsity    {info['sparsity']:.4f}  ({info['kernel_zeros']:,} of {info['kernel_params']:,} kernel weights are zero)",
         f"  input       {info['input']['name']} {info['input']['shape']} {info['input']['dtype']}" + (f" {q_in}" if q_in else ""),
         f"  output      {info['output']['name']} {info['output']['shape']} {info['output']['dtype']}" + (f" {q_out}" if q_out else ""),

@@ -412,6 +412,13 @@ def _read_tflite(path: Path, input_shape: Sequence[int] | None = None) -> _Graph
     interp.allocate_tensors()
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     op_list = interp._get_ops_details()  # noqa: SLF001 - the only op listing the interpreter offers
+    if any(s < 0 for o in op_list for i in o["outputs"] for s in tensors[int(i)].get("shape_signature", [])[1:]):
+        # shapes computed at run time (a Dense on a sequence reshapes by its input's shape): one inference on
+        # zeros gives every tensor its size
+        for d in interp.get_input_details():
+            interp.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        interp.invoke()
+        tensors = {t["index"]: t for t in interp.get_tensor_details()}
     g = _Graph(ops=[o["op_name"] for o in op_list])
     graph_inputs = {d["index"] for d in interp.get_input_details()}
     produced = {int(i) for o in op_list for i in o["outputs"]}
