@@ -292,7 +292,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from edgepack.export.inspect import describe
+    from edgepack.inspect import describe
 
     info = describe(args.model)
     ops = ", ".join(f"{k} {v}" for k, v in info["ops"].items())
@@ -301,7 +301,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"{info['path']}  ({info['format']}, {info['precision']})",
         f"  size        {info['size_bytes']:,} bytes  (gzip {info['gzip_bytes']:,})",
         f"  params      {info['params']:,}",
-        f"  MACs        {info['macs']:,} per image",
+        f"  MACs        {info['macs']:,} per image" if info["macs"] is not None
+        else "  MACs        unknown: dynamic input dimensions",
         f"  sparsity    {info['sparsity']:.4f}  ({info['kernel_zeros']:,} of {info['kernel_params']:,} kernel weights are zero)",
         f"  input       {info['input']['name']} {info['input']['shape']} {info['input']['dtype']}" + (f" {q_in}" if q_in else ""),
         f"  output      {info['output']['name']} {info['output']['shape']} {info['output']['dtype']}" + (f" {q_out}" if q_out else ""),

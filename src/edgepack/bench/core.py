@@ -188,8 +188,8 @@ def _timing_fields(t: Any) -> dict[str, Any]:
 def _bench_lean(t: Target, runtime: str, settings: BenchSettings, x: np.ndarray | None, y: np.ndarray | None,
                 progress: Any) -> list[dict[str, Any]]:  # fmt: skip
     from edgepack.bench.coldstart import cold_start
-    from edgepack.bench.timing import time_calls
     from edgepack.runtime import load
+    from edgepack.timing import time_calls
 
     base = _base_row(t, runtime)
     accuracy = None

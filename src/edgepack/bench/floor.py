@@ -83,7 +83,7 @@ def _measure(min_time: float, windows: int, sizes: tuple[int, ...]) -> dict[str,
 
     import numpy as np
 
-    from edgepack.bench.timing import time_call
+    from edgepack.timing import time_call
 
     # A LiteRT-only device install has no onnxruntime: numpy's sgemm gives the fp32 rate, and int8 has no floor.
     ort = __import__("onnxruntime") if importlib.util.find_spec("onnxruntime") is not None else None

@@ -25,27 +25,17 @@ def load_keras(path: str | Path) -> Any:
 
 
 def keras_stats(model: Any) -> dict[str, Any]:
-    """Dense multiply-adds of one inference, parameters and kernel sparsity of a Keras model."""
-    macs = 0
-    for layer in model.layers:
-        kernel = getattr(layer, "kernel", None)
-        if kernel is None:
-            continue
-        k = tuple(kernel.shape)
-        out = layer.output_shape if isinstance(layer.output_shape, tuple) else layer.output_shape[0]
-        if len(k) == 4:  # Conv2D: (kh, kw, in, out); every output value costs kh*kw*in multiply-adds
-            macs += int(np.prod(out[1:])) * k[0] * k[1] * k[2]
-        elif len(k) == 2:
-            macs += k[0] * k[1]
+    """Dense multiply-adds of one inference (``edgepack.inspect.keras_macs``), parameters and kernel sparsity."""
+    from edgepack.inspect import keras_macs
     from edgepack.train.fit import weight_counts
 
     counts = weight_counts(model)
-    return {"macs": macs, "params": counts["params"], "sparsity": counts["sparsity"]}
+    return {"macs": keras_macs(model), "params": counts["params"], "sparsity": counts["sparsity"]}
 
 
 def _child(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    from edgepack.bench.timing import time_call
     from edgepack.spec import ModelSpec
+    from edgepack.timing import time_call
     from edgepack.train.fit import default_spec_for
 
     data = np.load(spec["eval"])

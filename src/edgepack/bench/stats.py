@@ -1,4 +1,4 @@
-"""Multiply-adds read from an exported file, without TensorFlow (edgepack.export.inspect does the reading).
+"""Multiply-adds read from an exported file, without TensorFlow (edgepack.inspect does the reading).
 
 Counts are dense: zeros left by pruning still cost a multiply-add in the CPU kernels both runtimes use.
 """
@@ -16,7 +16,7 @@ def file_macs(path: str | Path, fmt: str) -> int | None:
     """Multiply-adds of a model file, or None when they cannot be read on this install (.onnx needs onnx)."""
     if fmt not in ("tflite", "onnx") or (fmt == "onnx" and importlib.util.find_spec("onnx") is None):
         return None
-    from edgepack.export.inspect import count_macs
+    from edgepack.inspect import count_macs
 
     try:
         return count_macs(path) or None

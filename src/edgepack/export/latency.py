@@ -28,19 +28,16 @@ from typing import Any
 
 import numpy as np
 
+from edgepack import ops
 from edgepack.errors import ExportError
 
 log = logging.getLogger(__name__)
 
-# graph ops whose precision is chosen, and the kernels ORT runs for them (fp32 fused forms and int8 forms)
-QUANTIZABLE = ("Conv", "MatMul", "Gemm", "Softmax")
-KERNEL_KIND = {
-    "Conv": "conv", "FusedConv": "conv", "NhwcFusedConv": "conv", "QLinearConv": "conv",
-    "MatMul": "dense", "Gemm": "dense", "FusedGemm": "dense", "FusedMatMul": "dense", "QGemm": "dense",
-    "QLinearMatMul": "dense", "MatMulInteger": "dense", "DynamicQuantizeMatMul": "dense",
-    "Softmax": "softmax", "QLinearSoftmax": "softmax",
-}  # fmt: skip
-GRAPH_KIND = {"Conv": "conv", "MatMul": "dense", "Gemm": "dense", "Softmax": "softmax"}
+# graph ops whose precision is chosen (the op table's quantized ops), and the kind of each kernel ORT runs for them
+# (fp32 fused forms and int8 forms: FusedConv, QLinearConv, QGemm... share the kind of the graph op)
+QUANTIZABLE = ops.names("onnx", quantized=True)
+KERNEL_KIND = {name: op.kind for op in ops.OPS if op.quantized for name in op.onnx}
+GRAPH_KIND = KERNEL_KIND
 MIN_GAIN = 0.02  # the mixed model must beat all-int8 by 2% of p50 (timing noise on a shared core is ~1%)
 
 
@@ -135,7 +132,7 @@ def float_island(model: Any, start: Any) -> list[str]:
 def interleaved_p50(fns: dict[str, Callable[[], Any]], rounds: int = 5, min_time: float = 0.1) -> dict[str, float]:
     """Median over ``rounds`` of each callable's p50, the callables timed in turn within each round, so a load
     change on a shared machine hits all of them alike."""
-    from edgepack.bench.timing import time_call
+    from edgepack.timing import time_call
 
     p50s: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):

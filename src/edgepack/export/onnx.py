@@ -123,8 +123,9 @@ def quantize_onnx_static(fp32_path: str | Path, path: str | Path, calibration: n
     ``options.nodes_to_exclude`` stay fp32, and the quantizers where fp32 hands over to int8 are pinned in place
     (``onnx_graph.pin_boundary_quantizers``). ``overrides`` (onnxruntime's TensorQuantOverrides: tensor name ->
     scale and zero point, per channel for weights) fixes those tensors' parameters instead of calibrating them,
-    e.g. a QAT model's (``edgepack.export.qat_onnx``); ReLUs the quantizer folds away are then kept as integer
-    clips (``onnx_graph.clamp_removed_relus``)."""
+    e.g. a QAT model's (``edgepack.export.qat_onnx``); ReLUs and ReLU6s the quantizer folds away are then kept as
+    integer clips (``onnx_graph.clamp_removed_relus``), and tensors QAT quantized that excluded nodes keep fp32 are still
+    rounded to QAT's grid (``onnx_graph.requantize_float_islands``)."""
     import onnx
     from onnxruntime.quantization import quantize_static
 
@@ -145,14 +146,16 @@ def quantize_onnx_static(fp32_path: str | Path, path: str | Path, calibration: n
         with atomic_path(path) as out, _quiet_root_logger():
             quantize_static(str(pre), str(out), reader, **kwargs)
             if options.nodes_to_exclude or overrides:
-                from edgepack.export.onnx_graph import clamp_removed_relus, pin_boundary_quantizers
+                from edgepack.export import onnx_graph
 
                 model = onnx.load(str(out))
                 if overrides:
-                    model, _ = clamp_removed_relus(model, [n.output[0] for n in float_graph.graph.node
-                                                           if n.op_type == "Relu"])  # fmt: skip
+                    model, _ = onnx_graph.clamp_removed_relus(model, onnx_graph.activation_clamps(float_graph))
+                if overrides and options.nodes_to_exclude:  # nodes kept fp32 still round to the grid QAT set
+                    grids = {t: (o[0]["scale"], o[0]["zero_point"]) for t, o in overrides.items() if "axis" not in o[0]}
+                    model, _ = onnx_graph.requantize_float_islands(model, grids)
                 if options.nodes_to_exclude:
-                    model, _ = pin_boundary_quantizers(model)
+                    model, _ = onnx_graph.pin_boundary_quantizers(model)
                 atomic_write_bytes(out, model.SerializeToString())
     return Path(path)
 

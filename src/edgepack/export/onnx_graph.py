@@ -8,10 +8,15 @@
   then runs that MaxPool in uint8 in NCHW layout, a slow generic kernel (31 µs against 4 µs for the float NCHWc
   MaxPool on the seed CNN). ORT only propagates a QuantizeLinear with a scalar scale, so the boundary quantizer is
   written per-axis with the same scale repeated: bit-identical values, and ORT leaves it where it is.
-- ``clamp_removed_relus``: onnxruntime.quantization drops a Relu before a QuantizeLinear, which is exact only when
-  the zero point is the lowest integer (the quantizer then clips at 0 itself). With a range set from outside (QAT's
-  learned one, e.g. [-5.3, 5.4] for a ReLU output) it is not: Q(relu(x)) = max(Q(x), zero_point), so an integer
-  Clip at the zero point after the QuantizeLinear puts the ReLU back, bit-exact, on an int8 tensor.
+- ``clamp_removed_relus``: onnxruntime.quantization drops a Relu (or a Clip: ReLU6) before a QuantizeLinear, which is
+  exact only when the quantized range ends where the activation clips (the quantizer then clips itself). With a
+  range set from outside (QAT's learned one, e.g. [-5.3, 5.4] for a ReLU output) it is not: Q is monotonic, so
+  Q(clip(x, lo, hi)) = clip(Q(x), Q(lo), Q(hi)), and an integer Clip after the QuantizeLinear puts the activation
+  back, bit-exact, on an int8 tensor.
+- ``requantize_float_islands``: where a latency plan keeps nodes of a QAT model in fp32, their outputs would no
+  longer be rounded to the grid QAT trained with; a QuantizeLinear -> DequantizeLinear pair on each such tensor
+  (QAT's scale and zero point) makes the float island compute what the QAT model computes, as tf2onnx's fake-quant
+  pairs did.
 
 Each function takes and returns an ``onnx.ModelProto`` (a new one; the input is not modified) and says how many
 places it changed.
@@ -23,8 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from edgepack import ops
+
 # ops onnxruntime's QDQPropagationTransformer moves a QuantizeLinear backwards through (qdq_propagation.cc)
-QDQ_PROPAGATING_OPS = ("MaxPool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice")
+QDQ_PROPAGATING_OPS = ops.ONNX_QDQ_PROPAGATING
 
 
 def _shapes(model: Any) -> dict[str, list[int | None]]:
@@ -156,27 +163,97 @@ def pin_boundary_quantizers(model: Any) -> tuple[Any, int]:
     return model, pinned
 
 
-def clamp_removed_relus(model: Any, relu_outputs: list[str]) -> tuple[Any, int]:
-    """After quantize_static: for each tensor in ``relu_outputs`` (Relu outputs of the float model) that no Relu
-    writes any more and that a QuantizeLinear with a zero point above its type's minimum reads, insert
-    Clip(min=zero_point) after that QuantizeLinear, so negative values still become 0."""
+def requantize_float_islands(model: Any, grids: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[Any, int]:
+    """For each tensor of ``grids`` ({tensor: (scale, zero point)}, QAT's activation grids) that a float node writes
+    and float nodes read, insert QuantizeLinear -> DequantizeLinear with those parameters before its float readers
+    (the graph input is left as it is: edgepack's inputs, uint8 / 255, already lie on QAT's input grid)."""
     import onnx
     from onnx import helper, numpy_helper
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
+    uses = _consumers(model)
+    done = 0
+    for tensor, (scale, zero) in grids.items():
+        src = producer.get(tensor)
+        if src is None or src.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        readers = [n for n in uses.get(tensor, []) if n.op_type != "QuantizeLinear"]
+        if not readers:
+            continue
+        base = f"{tensor}_qat_grid"
+        graph.initializer.extend([numpy_helper.from_array(np.asarray(scale, np.float32).reshape(()), f"{base}_scale"),
+                                  numpy_helper.from_array(np.asarray(zero).reshape(()).copy(), f"{base}_zero_point")])  # fmt: skip
+        q = helper.make_node("QuantizeLinear", [tensor, f"{base}_scale", f"{base}_zero_point"], [f"{base}_q"],
+                             name=f"{base}_QuantizeLinear")  # fmt: skip
+        dq = helper.make_node("DequantizeLinear", [f"{base}_q", f"{base}_scale", f"{base}_zero_point"], [f"{base}_dq"],
+                              name=f"{base}_DequantizeLinear")  # fmt: skip
+        for n in readers:
+            for k, name in enumerate(n.input):
+                if name == tensor:
+                    n.input[k] = f"{base}_dq"
+        at = list(graph.node).index(src) + 1
+        graph.node.insert(at, dq)
+        graph.node.insert(at, q)
+        done += 1
+    return model, done
+
+
+def activation_clamps(model: Any) -> dict[str, tuple[float, float]]:
+    """{output tensor: (low, high)} of the model's Relu and Clip nodes (ReLU6 is Clip(0, 6)), the clamps a quantizer
+    may fold into the QuantizeLinear after them."""
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    out: dict[str, tuple[float, float]] = {}
+    for n in model.graph.node:
+        if n.op_type == "Relu":
+            out[n.output[0]] = (0.0, float("inf"))
+        elif n.op_type == "Clip":
+            bounds = [float("-inf"), float("inf")]
+            for k, name in ((0, "min"), (1, "max")):
+                if len(n.input) > k + 1 and n.input[k + 1]:
+                    if n.input[k + 1] not in inits:
+                        break  # a clamp computed at run time: not one to restore
+                    bounds[k] = float(inits[n.input[k + 1]].reshape(()))
+                elif (v := _attr(n, name)) is not None:  # opset < 11
+                    bounds[k] = float(v)
+            else:
+                out[n.output[0]] = (bounds[0], bounds[1])
+    return out
+
+
+def clamp_removed_relus(model: Any, relu_outputs: list[str] | dict[str, tuple[float, float]]) -> tuple[Any, int]:
+    """After quantize_static: for each tensor in ``relu_outputs`` (Relu outputs of the float model, or
+    ``activation_clamps``: Relu and Clip outputs with their bounds) that no Relu/Clip writes any more and that a
+    QuantizeLinear reads whose integer range goes beyond the clamp, insert an integer Clip(Q(low), Q(high)) after
+    that QuantizeLinear, so values outside the clamp still become its bounds."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    clamps = relu_outputs if isinstance(relu_outputs, dict) else dict.fromkeys(relu_outputs, (0.0, float("inf")))
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
     inits = {i.name: i for i in graph.initializer}
     uses = _consumers(model)
     clamped = 0
-    for tensor in relu_outputs:
-        if tensor not in producer or producer[tensor].op_type == "Relu":
+    for tensor, (lo, hi) in clamps.items():
+        if tensor not in producer or producer[tensor].op_type in ("Relu", "Clip"):
             continue
         for q in [n for n in uses.get(tensor, []) if n.op_type == "QuantizeLinear" and len(n.input) == 3]:
+            scale = numpy_helper.to_array(inits[q.input[1]]) if q.input[1] in inits else None
             zero = numpy_helper.to_array(inits[q.input[2]]) if q.input[2] in inits else None
-            if zero is None or zero.size != 1 or int(zero.reshape(())) == np.iinfo(zero.dtype).min:
+            if zero is None or scale is None or zero.size != 1 or scale.size != 1:
                 continue
-            clipped, low = f"{q.output[0]}_relu", f"{q.name}_relu_min"
+            info = np.iinfo(zero.dtype)
+            s, z = float(scale.reshape(())), int(zero.reshape(()))
+            q_lo = info.min if lo == float("-inf") else int(np.clip(np.round(lo / s) + z, info.min, info.max))
+            q_hi = info.max if hi == float("inf") else int(np.clip(np.round(hi / s) + z, info.min, info.max))
+            if q_lo == info.min and q_hi == info.max:
+                continue  # the quantizer's own range already clamps
+            clipped, low, high = f"{q.output[0]}_relu", f"{q.name}_relu_min", f"{q.name}_relu_max"
             for n in uses.get(q.output[0], []):
                 for k, name in enumerate(n.input):
                     if name == q.output[0]:
@@ -184,8 +261,12 @@ def clamp_removed_relus(model: Any, relu_outputs: list[str]) -> tuple[Any, int]:
             for k, out in enumerate(graph.output):
                 if out.name == q.output[0]:
                     graph.output[k].name = clipped
-            graph.initializer.append(numpy_helper.from_array(zero.reshape(()).copy(), low))
+            graph.initializer.append(numpy_helper.from_array(np.array(q_lo, zero.dtype), low))
+            inputs = [q.output[0], low]
+            if q_hi != info.max:
+                graph.initializer.append(numpy_helper.from_array(np.array(q_hi, zero.dtype), high))
+                inputs.append(high)
             at = list(graph.node).index(q) + 1
-            graph.node.insert(at, helper.make_node("Clip", [q.output[0], low], [clipped], name=f"{q.name}_relu"))
+            graph.node.insert(at, helper.make_node("Clip", inputs, [clipped], name=f"{q.name}_relu"))
             clamped += 1
     return model, clamped

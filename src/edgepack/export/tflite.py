@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from edgepack import ops
 from edgepack.errors import ExportError
 from edgepack.tf import keras, quiet_native_stderr, tf
 
@@ -48,7 +49,7 @@ def convert_tflite(
         raise ExportError(f"tflite {precision}: the converter failed: {str(e).splitlines()[0]}") from e
 
 
-QUANTIZABLE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+QUANTIZABLE_OPS = ops.names("tflite", weights=True)  # the compute ops a latency plan may keep float
 
 
 def quantizable_ops(content: bytes) -> list[tuple[str, str]]:
