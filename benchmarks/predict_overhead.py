@@ -3,7 +3,7 @@
     PYTHONPATH=src python benchmarks/predict_overhead.py RUN_DIR [--precisions int8,fp32] [--batch 1] [--json]
 
 For each bundle in RUN_DIR/export (int8 and fp32 by default) it loads the lean runtime with one thread and times,
-in interleaved windows (``edgepack.bench.timing.time_calls``, so a load change on a shared machine hits every call
+in interleaved windows (``edgepack.timing.time_calls``, so a load change on a shared machine hits every call
 alike): the engine call ``run_prepared`` on a prepared input (what the bench's ``engine_latency_us`` is),
 ``predict(uint8)`` on the same eval images (the bench's ``latency_us``), ``predict(float)`` on the same images as
 floats in [0, 1], and the reference path ``head(run_prepared(prepare(x)))`` the fast path replaces. Goal (issue 20):
@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import numpy as np  # noqa: E402
 
-from edgepack.bench.timing import time_calls  # noqa: E402
+from edgepack.timing import time_calls  # noqa: E402
 from edgepack.machine import machine_info  # noqa: E402
 from edgepack.runtime import load  # noqa: E402
 

@@ -18,7 +18,7 @@ import pytest
 
 from edgepack.bench.floor import floor_us, matmul_model, measure_floor
 from edgepack.bench.report import build_blocks, headline_figures, pareto_front, recommend, to_html
-from edgepack.bench.timing import time_call
+from edgepack.timing import time_call
 from edgepack.cli import main
 from edgepack.recipe import BenchSettings
 
