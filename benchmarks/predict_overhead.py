@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import numpy as np  # noqa: E402
 
-from edgepack.timing import time_calls  # noqa: E402
 from edgepack.machine import machine_info  # noqa: E402
 from edgepack.runtime import load  # noqa: E402
+from edgepack.timing import time_calls  # noqa: E402
 
 GOAL = 1.15
 

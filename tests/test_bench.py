@@ -18,9 +18,9 @@ import pytest
 
 from edgepack.bench.floor import floor_us, matmul_model, measure_floor
 from edgepack.bench.report import build_blocks, headline_figures, pareto_front, recommend, to_html
-from edgepack.timing import time_call
 from edgepack.cli import main
 from edgepack.recipe import BenchSettings
+from edgepack.timing import time_call
 
 SEED_CNN_MACS = 2_631_040  # DESIGN.md: 2.63 M multiply-adds for 28x28x1 input, 10 classes
 
@@ -49,7 +49,7 @@ def test_latency_percentiles_are_ordered_and_counted():
 
 
 def test_interleaved_timing_of_two_calls_measures_each_and_their_ratio():
-    from edgepack.bench.timing import time_calls
+    from edgepack.timing import time_calls
 
     t = time_calls({"short": lambda: time.sleep(0.002), "long": lambda: time.sleep(0.004)}, min_time=0.05, windows=3,
                    warmup_time=0.0)  # fmt: skip
@@ -276,7 +276,7 @@ def test_html_report_renders_its_plots_as_images_in_headless_chromium(tmp_path):
 
 
 def test_bench_and_report_modules_import_no_tensorflow_or_matplotlib():
-    code = ("import sys, edgepack.bench.core, edgepack.bench.report, edgepack.bench.floor, edgepack.bench.timing, "
+    code = ("import sys, edgepack.bench.core, edgepack.bench.report, edgepack.bench.floor, edgepack.timing, "
             "edgepack.bench.coldstart, edgepack.bench.stats; "
             "print(sorted(m for m in ('tensorflow', 'tf_keras', 'matplotlib', 'onnx') if m in sys.modules))")  # fmt: skip
     src = str(Path(__file__).resolve().parents[1] / "src")
