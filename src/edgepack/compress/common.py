@@ -6,25 +6,27 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edgepack import ops
 from edgepack.data import Dataset
 from edgepack.errors import ConfigError
 from edgepack.tf import keras
 from edgepack.train.fit import RichProgress, to_float
-from edgepack.train.model import compile_model
+from edgepack.train.model import compile_model, kernel_names
 
-DEFAULT_KINDS = (keras.layers.Conv2D, keras.layers.Dense)
+# the Keras layer classes that carry a kernel, from the one op table (Conv2D, DepthwiseConv2D, Dense, ...)
+DEFAULT_KINDS = ops.names("keras", weights=True)
 
 
 def weighted_layers(model: keras.Model) -> list[str]:
-    """Names of the layers that carry a kernel (what can be pruned or clustered)."""
-    return [layer.name for layer in model.layers if hasattr(layer, "kernel")]
+    """Names of the layers that carry a kernel (what can be pruned or clustered), by the op table."""
+    return [layer.name for layer in model.layers if kernel_names(layer)]
 
 
 def select_layers(model: keras.Model, names: tuple[str, ...] | None, what: str = "--layers") -> tuple[str, ...]:
-    """The layers a step works on: the named ones (checked), or every Conv2D and Dense layer."""
-    if names is None:
-        return tuple(layer.name for layer in model.layers if isinstance(layer, DEFAULT_KINDS))
+    """The layers a step works on: the named ones (checked), or every layer with a kernel."""
     known = weighted_layers(model)
+    if names is None:
+        return tuple(known)
     for name in names:
         if name not in known:
             raise ConfigError(f"{what}: unknown layer {name!r}; layers with weights: {', '.join(known)}")
