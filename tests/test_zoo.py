@@ -88,15 +88,18 @@ def test_mobilenet_drops_its_first_stride_only_on_small_inputs():
 
     small = build_model("mobilenet-v1", (32, 32, 3), 2)
     large = build_model("mobilenet-v1", (96, 96, 3), 2)
-    assert small.get_layer("conv1").strides == (1, 1) and small.get_layer("pool").input_shape[1:3] == (2, 2)
-    assert large.get_layer("conv1").strides == (2, 2) and large.get_layer("pool").input_shape[1:3] == (3, 3)
+    assert small.get_layer("conv1").strides == (1, 1)
+    assert small.get_layer("pool").input_shape[1:3] == (2, 2)
+    assert large.get_layer("conv1").strides == (2, 2)
+    assert large.get_layer("pool").input_shape[1:3] == (3, 3)
 
 
 def test_mobilenet_width_scales_the_filters():
     from edgepack.train import build_model
 
     half = build_model("mobilenet-v1", (32, 32, 3), 10, width=0.5)
-    assert half.get_layer("conv1").filters == 16 and half.get_layer("block13_pw").filters == 512
+    assert half.get_layer("conv1").filters == 16
+    assert half.get_layer("block13_pw").filters == 512
 
 
 @pytest.mark.parametrize(("name", "minimum"), [("mobilenet-v1", 17), ("resnet8", 5), ("seed-cnn", 10)])
@@ -117,21 +120,62 @@ def test_train_settings_validate_model_and_width():
     with pytest.raises(ConfigError, match=r"--width: got 0; expected a multiplier in \(0, 4\]"):
         TrainSettings(model="mobilenet-v1", width=0)
     recipe = Recipe.from_dict({"train": {"model": "ds-cnn", "epochs": 1}})
-    assert recipe.train.model is ModelName.DS_CNN and recipe.to_dict()["train"]["model"] == "ds-cnn"
+    assert recipe.train.model is ModelName.DS_CNN
+    assert recipe.to_dict()["train"]["model"] == "ds-cnn"
 
 
-# -- training and compressing each zoo model -------------------------------------------------------
+# -- what each compression step will do, per zoo model (no training: fast) ---------------------------
 
 
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_compress_plans_cover_depthwise_and_list_what_is_skipped(name):
+    from edgepack.compress.clustering import cluster_plan
+    from edgepack.compress.common import weighted_layers
+    from edgepack.compress.pruning import prune_plan
+    from edgepack.compress.quantization import float_layers
+    from edgepack.train import build_model
+
+    model = build_model(name, (32, 32, 3), 10)
+    weighted = weighted_layers(model)
+    depthwise = _layers_of(model, "DepthwiseConv2D")
+
+    pruned, skipped = prune_plan(model, PruneSettings(sparsity=0.5))
+    assert list(pruned) == weighted
+    assert skipped == {}
+    m_by_n, skipped = prune_plan(model, PruneSettings(m_by_n="2:4"))
+    assert set(skipped) == {"conv1", *depthwise}
+    assert set(m_by_n) == set(weighted) - set(skipped)
+    clustered, skipped = cluster_plan(model, ClusterSettings(clusters=16))
+    assert sorted(skipped) == sorted(depthwise)
+    assert set(clustered) == set(weighted) - set(depthwise)
+    assert float_layers(model) == {}  # every layer wrapped by QAT; BN after a conv is folded with it
+    assert len(depthwise) == {"resnet8": 0, "mobilenet-v1": 13, "ds-cnn": 4}[name]
+
+
+def test_naming_a_layer_tfmot_cannot_cluster_is_refused():
+    from edgepack.compress.clustering import cluster_plan
+    from edgepack.train import build_model
+
+    model = build_model("ds-cnn", (32, 32, 3), 10)
+    with pytest.raises(ConfigError, match="--layers: layer 'block1_dw' cannot be clustered: tfmot does not cluster "
+                       "DepthwiseConv2D"):  # fmt: skip
+        cluster_plan(model, ClusterSettings(layers=("block1_dw",)))
+
+
+# -- training and compressing each zoo model (minutes each on 2 shared cores: slow) --------------------
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO_MODELS)
 def test_zoo_model_trains_above_chance_on_colour_digits(name, rgb_data):
     from edgepack.train import evaluate
 
     model = _trained(name, rgb_data)
     acc = evaluate(model, rgb_data.x_test, rgb_data.y_test, rgb_data.n_classes)["accuracy"]
-    assert acc > 0.2, f"{name}: test accuracy {acc:.3f} after 1 epoch (chance 0.1)"
+    assert acc > 0.15, f"{name}: test accuracy {acc:.3f} after 1 epoch of 10 steps (chance 0.1)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO_MODELS)
 def test_prune_half_reaches_the_target_on_every_layer_including_depthwise(name, rgb_data):
     from edgepack.compress import model_stats, prune
@@ -141,7 +185,8 @@ def test_prune_half_reaches_the_target_on_every_layer_including_depthwise(name, 
     stats = model_stats(pruned, tuple(info["layers"]))
 
     weighted = [n for n in stats["per_layer_sparsity"]]
-    assert sorted(info["layers"]) == sorted(weighted) and info["skipped"] == {}
+    assert sorted(info["layers"]) == sorted(weighted)
+    assert info["skipped"] == {}
     for layer, sparsity in stats["per_layer_sparsity"].items():
         assert sparsity >= 0.49, f"{name} {layer}: sparsity {sparsity:.3f}, target 0.5"
     depthwise = _layers_of(pruned, "DepthwiseConv2D")
@@ -149,6 +194,7 @@ def test_prune_half_reaches_the_target_on_every_layer_including_depthwise(name, 
     assert all(type(pruned.get_layer(n)).__name__ == "DepthwiseConv2D" for n in depthwise)  # plain layers again
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO_MODELS)
 def test_two_of_four_applies_where_the_layer_allows_and_lists_the_rest(name, rgb_data):
     from edgepack.compress import m_by_n_violations, model_stats, prune
@@ -167,6 +213,7 @@ def test_two_of_four_applies_where_the_layer_allows_and_lists_the_rest(name, rgb
         assert model_stats(pruned)["per_layer_sparsity"][layer] >= 0.49
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO_MODELS)
 def test_cluster_16_clusters_what_tfmot_supports_and_lists_depthwise(name, rgb_data):
     from edgepack.compress import cluster, model_stats
@@ -180,6 +227,7 @@ def test_cluster_16_clusters_what_tfmot_supports_and_lists_depthwise(name, rgb_d
     assert set(info["layers"]) | set(info["skipped"]) == set(stats["per_layer_sparsity"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO_MODELS)
 def test_pqat_keeps_half_sparsity_on_every_layer_of_a_bn_model(name, rgb_data):
     from edgepack.compress import model_stats, prune, qat
@@ -189,13 +237,15 @@ def test_pqat_keeps_half_sparsity_on_every_layer_of_a_bn_model(name, rgb_data):
     qmodel, info = qat(pruned, rgb_data, QATSettings(), pruned=True, progress=False)
     stats = model_stats(qmodel, tuple(pinfo["layers"]))
 
-    assert info["scheme"] == "PQAT" and info["float_layers"] == {}
+    assert info["scheme"] == "PQAT"
+    assert info["float_layers"] == {}
     assert sorted(info["masked_depthwise"]) == sorted(_layers_of(model, "DepthwiseConv2D"))
     for layer in pinfo["layers"]:
         assert stats["per_layer_sparsity"][layer] >= 0.49, f"{name} {layer} after PQAT"
     assert any(type(layer).__name__ == "QuantizeWrapperV2" for layer in qmodel.layers)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO_MODELS)
 def test_qat_folds_batchnorm_and_stays_close_to_the_float_model(name, rgb_data):
     from edgepack.compress import qat
@@ -206,17 +256,17 @@ def test_qat_folds_batchnorm_and_stays_close_to_the_float_model(name, rgb_data):
     base = evaluate(model, rgb_data.x_test, rgb_data.y_test, 10)["accuracy"]
     acc = evaluate(qmodel, rgb_data.x_test, rgb_data.y_test, 10)["accuracy"]
 
-    assert info["scheme"] == "QAT" and info["float_layers"] == {}
+    assert info["scheme"] == "QAT"
+    assert info["float_layers"] == {}
     # tfmot's Conv2DBatchNormQuantize: no fake-quant between a conv and its BN (the conv's activation is a no-op)
     for layer in qmodel.layers:
         inner = getattr(layer, "layer", None)
         if type(inner).__name__ in ("Conv2D", "DepthwiseConv2D") and not inner.name.endswith("shortcut"):
             assert type(inner.activation).__name__ == "NoOpActivation", inner.name
-    assert acc >= base - 0.15, f"{name}: QAT accuracy {acc:.3f} vs float {base:.3f}"
+    assert acc >= base - 0.15, f"{name}: QAT accuracy {acc:.3f} vs float {base:.3f}"  # 1 epoch of 10 steps
 
 
-def test_qat_leaves_a_layer_tfmot_cannot_wrap_float_and_lists_it(tiny_data):
-    from edgepack.compress import qat
+def _conv1d_model():
     from edgepack.tf import keras
 
     inputs = keras.Input((28, 28, 1))
@@ -224,10 +274,22 @@ def test_qat_leaves_a_layer_tfmot_cannot_wrap_float_and_lists_it(tiny_data):
     x = keras.layers.Conv1D(4, 3, name="conv1d")(x)  # no Conv1D in tfmot's 8-bit registry
     x = keras.layers.Flatten()(x)
     outputs = keras.layers.Dense(10, activation="softmax", name="output")(x)
-    model = keras.Model(inputs, outputs)
+    return keras.Model(inputs, outputs)
 
-    qmodel, info = qat(model, tiny_data, QATSettings(), progress=False)
+
+def test_float_layers_lists_a_layer_tfmot_cannot_quantize():
+    from edgepack.compress.quantization import float_layers
+
+    assert float_layers(_conv1d_model()) == {"conv1d": "tfmot's 8-bit scheme has no Conv1D"}
+
+
+@pytest.mark.slow
+def test_qat_leaves_a_layer_tfmot_cannot_wrap_float_and_lists_it(tiny_data):
+    from edgepack.compress import qat
+
+    qmodel, info = qat(_conv1d_model(), tiny_data, QATSettings(), progress=False)
 
     assert list(info["float_layers"]) == ["conv1d"]
     kinds = {getattr(layer, "layer", layer).name: type(layer).__name__ for layer in qmodel.layers}
-    assert kinds["conv1d"] == "Conv1D" and kinds["output"] == "QuantizeWrapperV2"
+    assert kinds["conv1d"] == "Conv1D"
+    assert kinds["output"] == "QuantizeWrapperV2"

@@ -59,8 +59,13 @@ def quantize(model: keras.Model, pruned: bool, clustered: bool, preserve: bool =
     left = float_layers(model)
     if left:
         annotated = keras.models.clone_model(
-            model, clone_function=lambda layer: layer if layer.name in left or type(layer).__name__ == "InputLayer"
-            else qk.quantize_annotate_layer(layer))  # fmt: skip  (layers are reused: weights stay)
+            model,
+            clone_function=lambda layer: (
+                layer
+                if layer.name in left or type(layer).__name__ == "InputLayer"
+                else qk.quantize_annotate_layer(layer)
+            ),
+        )  # fmt: skip  (layers are reused: weights stay)
     else:
         annotated = qk.quantize_annotate_model(model)
     return (qk.quantize_apply(annotated, scheme) if scheme else qk.quantize_apply(annotated)), name
