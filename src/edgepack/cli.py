@@ -60,6 +60,8 @@ def _data_options(p: argparse.ArgumentParser, data_default: str | None = "mnist-
 
 def _train_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
+    g.add_argument("--model", help="the zoo model: seed-cnn (default), resnet8, mobilenet-v1, ds-cnn")
+    g.add_argument("--width", type=float, help="mobilenet-v1's width multiplier (default 0.25)")
     g.add_argument("--epochs", type=int, help="training epochs (default 5)")
     g.add_argument("--batch-size", type=int, help="batch size (default 32)")
     g.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.001)")
@@ -79,8 +81,8 @@ def _data_settings(args: argparse.Namespace, base: DataSettings | None = None) -
 
 def _train_settings(args: argparse.Namespace, base: TrainSettings | None = None) -> TrainSettings:
     base = base or TrainSettings()
-    given = _given(args, epochs="epochs", batch_size="batch_size", learning_rate="learning_rate",
-                   val_split="val_split", seed="seed")  # fmt: skip
+    given = _given(args, model="model", width="width", epochs="epochs", batch_size="batch_size",
+                   learning_rate="learning_rate", val_split="val_split", seed="seed")  # fmt: skip
     return _replace(base, given)
 
 
@@ -397,8 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_train(sub: Any, name: str) -> None:
-    p = sub.add_parser(name, help="train the seed CNN into a new run directory",
-                       description="Load the data, train the seed CNN, write DIR/manifest.json and DIR/models/baseline.keras.")  # fmt: skip
+    p = sub.add_parser(name, help="train a zoo model into a new run directory",
+                       description="Load the data, train the zoo model (--model, default seed-cnn), write DIR/manifest.json and DIR/models/baseline.keras.")  # fmt: skip
     _data_options(p)
     _train_options(p)
     p.add_argument("--out", required=True, metavar="DIR", help="the new run directory")

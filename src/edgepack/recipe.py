@@ -41,6 +41,15 @@ class Color(Choice):
     RGB = "rgb"
 
 
+class ModelName(Choice):
+    """The model zoo (edgepack.train.zoo.ZOO builds each)."""
+
+    SEED_CNN = "seed-cnn"
+    RESNET8 = "resnet8"
+    MOBILENET_V1 = "mobilenet-v1"
+    DS_CNN = "ds-cnn"
+
+
 class Schedule(Choice):
     POLYNOMIAL = "polynomial"
     CONSTANT = "constant"
@@ -195,8 +204,10 @@ class DataSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """How the seed CNN is trained."""
+    """Which zoo model is built and how it is trained."""
 
+    model: ModelName = ModelName.SEED_CNN
+    width: float = 0.25  # mobilenet-v1's width multiplier (alpha); other models have none
     epochs: int = 5
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -204,6 +215,11 @@ class TrainSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "model", ModelName.parse(self.model, "--model"))
+        _check(isinstance(self.width, int | float) and not isinstance(self.width, bool) and 0 < self.width <= 4,
+               f"--width: got {self.width!r}; expected a multiplier in (0, 4], e.g. 0.25, 0.5, 1.0")  # fmt: skip
+        _check(self.width == 0.25 or self.model is ModelName.MOBILENET_V1,
+               f"--width: got {self.width!r} for --model {self.model}; only mobilenet-v1 has a width multiplier")  # fmt: skip
         _positive_int(self.epochs, "--epochs")
         _positive_int(self.batch_size, "--batch-size")
         _fraction(self.learning_rate, "--learning-rate", 0.0, 1.0)

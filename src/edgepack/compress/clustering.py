@@ -7,6 +7,7 @@ from typing import Any
 from edgepack.compress._tfmot import tfmot
 from edgepack.compress.common import fine_tune, select_layers, wrap_layers
 from edgepack.data import Dataset
+from edgepack.errors import ConfigError
 from edgepack.recipe import CentroidInit, ClusterSettings
 from edgepack.tf import keras
 
@@ -30,7 +31,7 @@ def cluster(
 
     ``preserve_sparsity`` defaults to ``pruned``: zeros stay zero, so pruning's sparsity survives.
     """
-    layers = select_layers(model, settings.layers)
+    layers, skipped = cluster_plan(model, settings)
     preserve = pruned if settings.preserve_sparsity is None else settings.preserve_sparsity
     init = getattr(tfmot.clustering.keras.CentroidInitialization, _INIT[settings.init])
     kwargs: dict[str, Any] = {"number_of_clusters": settings.clusters, "cluster_centroids_init": init}
@@ -40,4 +41,24 @@ def cluster(
     history = fine_tune(wrapped, data, epochs=settings.epochs, learning_rate=settings.learning_rate,
                         batch_size=batch_size, description="clustering", progress=progress)  # fmt: skip
     stripped = tfmot.clustering.keras.strip_clustering(wrapped)
-    return stripped, {"layers": list(layers), "preserve_sparsity": preserve, "history": history}
+    return stripped, {"layers": list(layers), "skipped": skipped, "preserve_sparsity": preserve, "history": history}
+
+
+def _tfmot_clusters(layer: keras.layers.Layer) -> bool:
+    """Whether cluster_weights clusters a weight of ``layer``: tfmot's registry (it lists DepthwiseConv2D with no
+    clusterable weight, "due to big unrecoverable accuracy loss")."""
+    from tensorflow_model_optimization.python.core.clustering.keras.clustering_registry import ClusteringRegistry
+
+    return ClusteringRegistry.supports(layer) and bool(ClusteringRegistry._weight_names(layer))  # noqa: SLF001
+
+
+def cluster_plan(model: keras.Model, settings: ClusterSettings) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(layers clustering will wrap, {layer with a kernel left unclustered: why}); a layer named explicitly that
+    tfmot cannot cluster is an error."""
+    names = select_layers(model, settings.layers)
+    skipped = {n: f"tfmot does not cluster {type(model.get_layer(n)).__name__}" for n in names
+               if not _tfmot_clusters(model.get_layer(n))}  # fmt: skip
+    if settings.layers is not None and skipped:
+        first = next(iter(skipped))
+        raise ConfigError(f"--layers: layer {first!r} cannot be clustered: {skipped[first]}")
+    return tuple(n for n in names if n not in skipped), skipped

@@ -12,27 +12,22 @@ from edgepack.errors import ConfigError
 from edgepack.spec import ModelSpec
 from edgepack.tf import keras
 from edgepack.train.fit import RichProgress, to_float
-from edgepack.train.model import compile_model
+from edgepack.train.model import compile_model, kernel_names
 
-# the Keras layer classes the op table says carry weights (Conv1D/2D, DepthwiseConv2D, SeparableConv2D,
-# Conv2DTranspose, Dense), and the attributes their kernels live in (a DepthwiseConv2D's is depthwise_kernel)
-DEFAULT_KINDS = tuple(dict.fromkeys(getattr(keras.layers, name) for name in ops.names("keras", weights=True)
-                                    if hasattr(keras.layers, name)))  # fmt: skip
-KERNEL_ATTRS = tuple(dict.fromkeys(a for op in ops.OPS if op.weights for a in op.keras_kernels))
+# the Keras layer classes that carry a kernel, from the one op table (Conv2D, DepthwiseConv2D, Dense, ...)
+DEFAULT_KINDS = ops.names("keras", weights=True)
 
 
 def weighted_layers(model: keras.Model) -> list[str]:
-    """Names of the layers that carry a kernel (what can be pruned or clustered)."""
-    return [layer.name for layer in model.layers
-            if isinstance(layer, DEFAULT_KINDS) or any(hasattr(layer, a) for a in KERNEL_ATTRS)]  # fmt: skip
+    """Names of the layers that carry a kernel (what can be pruned or clustered), by the op table."""
+    return [layer.name for layer in model.layers if kernel_names(layer)]
 
 
 def select_layers(model: keras.Model, names: tuple[str, ...] | None, what: str = "--layers") -> tuple[str, ...]:
-    """The layers a step works on: the named ones (checked), or every layer of a weighted kind in the op table
-    (Conv, DepthwiseConv2D, Dense...)."""
-    if names is None:
-        return tuple(layer.name for layer in model.layers if isinstance(layer, DEFAULT_KINDS))
+    """The layers a step works on: the named ones (checked), or every layer with a kernel."""
     known = weighted_layers(model)
+    if names is None:
+        return tuple(known)
     for name in names:
         if name not in known:
             raise ConfigError(f"{what}: unknown layer {name!r}; layers with weights: {', '.join(known)}")

@@ -51,9 +51,26 @@ def _is_state(name: str) -> bool:
     return name.endswith(("_min", "_max")) or name in ("optimizer_step", "pruning_step", "mask", "threshold")
 
 
+# Conv/Dense, SeparableConv2D (its pointwise kernel is the one tfmot prunes and clusters), DepthwiseConv2D
+KERNEL_KEYS = ("kernel", "pointwise_kernel", "depthwise_kernel")
+
+
+def _kernel(arrays: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
+    """(variable name, array) of a layer's kernel: the first of KERNEL_KEYS it has."""
+    for key in KERNEL_KEYS:
+        if key in arrays:
+            return key, arrays[key]
+    return None
+
+
 def kernels(model: keras.Model) -> dict[str, np.ndarray]:
-    """{layer name: effective kernel} for every layer that has a kernel."""
-    return {name: w["kernel"] for name, w in effective_weights(model).items() if "kernel" in w}
+    """{layer name: effective kernel} for every layer that has a kernel (depthwise ones included)."""
+    out = {}
+    for name, arrays in effective_weights(model).items():
+        found = _kernel(arrays)
+        if found is not None:
+            out[name] = found[1]
+    return out
 
 
 def model_stats(model: keras.Model, selected: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -71,12 +88,13 @@ def model_stats(model: keras.Model, selected: tuple[str, ...] = ()) -> dict[str,
             params += arr.size
             nonzero += int(np.count_nonzero(arr))
             blobs.append(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
-        if "kernel" in arrays:
-            k = arrays["kernel"]
+        found = _kernel(arrays)
+        if found is not None:
+            key, k = found
             layers[name] = {
                 "shape": list(k.shape), "params": int(k.size), "zeros": int(k.size - np.count_nonzero(k)),
                 "sparsity": float(1.0 - np.count_nonzero(k) / k.size), "unique_values": int(np.unique(k).size),
-                "max_unique_per_channel": max_unique_per_channel(k),
+                "max_unique_per_channel": max_unique_per_channel(k, depthwise=key == "depthwise_kernel"),
             }  # fmt: skip
     kernel_total = sum(v["params"] for v in layers.values())
     kernel_zeros = sum(v["zeros"] for v in layers.values())
@@ -91,13 +109,15 @@ def model_stats(model: keras.Model, selected: tuple[str, ...] = ()) -> dict[str,
         "max_unique_values": max((v["unique_values"] for v in chosen), default=None),
         "weights_bytes": int(sum(len(b) for b in blobs)),
         "gzip_weights_bytes": len(gzip.compress(b"".join(blobs), compresslevel=9, mtime=0)),
+        "per_layer_sparsity": {n: v["sparsity"] for n, v in layers.items()},
         "layers": layers,
     }
 
 
-def max_unique_per_channel(kernel: np.ndarray) -> int:
-    """Most distinct values in one output channel (last axis): what survives per-channel int8 quantization."""
-    flat = kernel.reshape(-1, kernel.shape[-1])
+def max_unique_per_channel(kernel: np.ndarray, depthwise: bool = False) -> int:
+    """Most distinct values in one output channel (last axis; a depthwise kernel [H, W, C, M] has C x M):
+    what survives per-channel int8 quantization."""
+    flat = kernel.reshape(kernel.shape[0] * kernel.shape[1], -1) if depthwise else kernel.reshape(-1, kernel.shape[-1])
     return max(int(np.unique(flat[:, c]).size) for c in range(flat.shape[1]))
 
 

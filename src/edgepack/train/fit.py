@@ -1,4 +1,4 @@
-"""Training and evaluation of the seed CNN, and the train stage over a run directory."""
+"""Training and evaluation of a zoo model, and the train stage over a run directory."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from edgepack.manifest import Artifact, RunDir
 from edgepack.recipe import TrainSettings, to_plain
 from edgepack.spec import ModelSpec, Preprocess, TensorSpec, default_labels
 from edgepack.tf import keras, tf
-from edgepack.train.model import build_seed_cnn, compile_model
+from edgepack.train.model import compile_model, kernels_of
+from edgepack.train.zoo import build_model
 
 log = logging.getLogger(__name__)
 
@@ -101,19 +102,20 @@ def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, n_classes: int,
 
 
 def weight_counts(model: keras.Model) -> dict[str, Any]:
-    """Parameters, non-zero parameters, and the zero fraction over Conv/Dense kernels."""
+    """Parameters, non-zero parameters, and the zero fraction over the kernels (Conv, DepthwiseConv, Dense...)."""
     params = int(model.count_params())
     nonzero = int(sum(int(np.count_nonzero(w)) for w in model.get_weights()))
-    kernels = [layer.kernel.numpy() for layer in model.layers if hasattr(layer, "kernel")]
+    kernels = [k.numpy() for layer in model.layers for k in kernels_of(layer)]
     total = sum(k.size for k in kernels)
     zeros = sum(int(k.size - np.count_nonzero(k)) for k in kernels)
     return {"params": params, "nonzero_params": nonzero, "sparsity": zeros / total if total else 0.0}
 
 
 def fit(data: Dataset, settings: TrainSettings, progress: bool = True) -> tuple[keras.Model, dict[str, Any]]:
-    """Build the seed CNN for ``data`` and train it; returns the model and the per-epoch history."""
+    """Build the zoo model ``settings.model`` for ``data`` and train it; returns the model and the per-epoch history."""
     seed_everything(settings.seed)
-    model = compile_model(build_seed_cnn(data.input_shape, data.n_classes), data.n_classes, settings.learning_rate)
+    model = build_model(settings.model, data.input_shape, data.n_classes, width=settings.width)
+    model = compile_model(model, data.n_classes, settings.learning_rate)
     x = default_spec_for(model).preprocess_pixels(data.x_train)
     n_fit = len(x) - int(len(x) * settings.val_split)
     steps = -(-n_fit // settings.batch_size)

@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+from edgepack.ops import keras_op
 from edgepack.tf import keras
+
+
+def kernel_names(layer: keras.layers.Layer) -> tuple[str, ...]:
+    """Names of the kernel variables of ``layer`` (what pruning, clustering and kernel sparsity work on);
+    empty for a layer the op table says carries no weights."""
+    op = keras_op(type(layer).__name__)
+    if op is None or not op.weights:
+        return ()
+    return op.keras_kernels or ("kernel",)
+
+
+def kernels_of(layer: keras.layers.Layer) -> list:
+    """The kernel variables of ``layer`` (see kernel_names)."""
+    return [getattr(layer, name) for name in kernel_names(layer)]
 
 
 def head_for(n_classes: int) -> tuple[int, str, str]:
