@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepack import __version__
-from edgepack.errors import ConfigError, EdgepackError
+from edgepack.errors import ConfigError, EdgepackError, as_user_error
 from edgepack.recipe import (
     BenchSettings,
     ClusterSettings,
@@ -37,7 +37,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line and exit 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("edgepack").strip()  # main() prints "edgepack: error: " before it
+        raise ConfigError(f"{command}: {message}" if command else message)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -493,6 +494,10 @@ def _setup_logging(args: argparse.Namespace) -> None:
     logging.getLogger("edgepack").setLevel(level)
     for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL", "tf2onnx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    if args.quiet and not args.debug:
+        from edgepack.runtime import engines
+
+        engines.NATIVE_BANNERS = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -517,6 +522,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - an unexpected failure is still one line unless --debug
         if debug:
             raise
+        user = as_user_error(e)  # a path the OS refused, or more memory than there is: bad input, exit 2
+        if user is not None:
+            print(f"edgepack: error: {user}", file=sys.stderr)
+            return user.exit_code
         print(f"edgepack: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
               "(rerun with --debug for the traceback)", file=sys.stderr)  # fmt: skip
         return 1
