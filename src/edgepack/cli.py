@@ -182,19 +182,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for item in inputs:  # fail before any measuring, write nothing
         if not Path(item).exists():
             raise ConfigError(f"{item}: no such run directory or model file")
-    out = (
-        Path(args.out)
-        if args.out
-        else (Path(inputs[0]) / "bench" / "results.json" if Path(inputs[0]).is_dir() else None)
-    )
-    from edgepack.bench.core import resolve_runtimes, run_bench
-    from edgepack.files import atomic_write_json
+    from edgepack.bench.core import collect_targets, resolve_runtimes, run_bench, save_results
+    from edgepack.files import check_new_file
 
+    run_dir = Path(inputs[0]) if Path(inputs[0]).is_dir() and not args.out else None
+    out = (
+        check_new_file(args.out, args.force) if args.out else (run_dir / "bench" / "results.json" if run_dir else None)
+    )
     names = resolve_runtimes(runtimes)
+    collect_targets(inputs, names)  # refuse a run without exports, or files no chosen runtime runs, before timing
     say = (lambda msg: None) if args.quiet or args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
     results = run_bench(inputs, settings, names, progress=say)
-    if out is not None:
-        atomic_write_json(out, results)
+    if out is not None:  # a run's results.json keeps its earlier rows (merged by row); --out FILE is written whole
+        results = save_results(out, results, merge=run_dir is not None)
     if args.json:
         print(json.dumps(results, indent=2, default=str))
     else:
@@ -208,10 +208,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from edgepack.bench.report import load_results, write_report
+    from edgepack.files import check_new_file
 
     results = load_results([str(p) for p in args.inputs])
     run_dir = Path(args.inputs[0]) if len(args.inputs) == 1 and Path(args.inputs[0]).is_dir() else None
-    out = Path(args.out) if args.out else None
+    out = check_new_file(args.out, args.force) if args.out else None
     md, recs = write_report(results, run_dir, html_page=args.html, out=out, max_drop=args.max_accuracy_drop)
     if args.json:
         print(json.dumps({"recommended": [r.row and {"artifact": r.row["artifact"], "runtime": r.row["runtime"]}
@@ -398,7 +399,9 @@ def _add_bench(sub: Any, name: str) -> None:
     p.add_argument("--min-time", type=float, help="seconds per timing window (default 0.5)")
     p.add_argument("--windows", type=int, help="timing windows; the median is reported (default 5)")
     p.add_argument("--label", help="a name for this machine in reports (default: the host name)")
-    p.add_argument("--out", metavar="FILE", help="results.json path (default DIR/bench/results.json)")
+    p.add_argument("--out", metavar="FILE", help="results.json path (default DIR/bench/results.json, where rows of "
+                   "earlier benches are kept unless measured again)")  # fmt: skip
+    p.add_argument("--force", action="store_true", help="replace an existing --out FILE")
     _common(p)
 
 
@@ -409,6 +412,7 @@ def _add_report(sub: Any, name: str) -> None:
     p.add_argument("inputs", nargs="+", metavar="DIR|results.json", help="run directories or results.json files")
     p.add_argument("--html", action="store_true", help="also write the HTML page (DIR/report.html or --out)")
     p.add_argument("--out", metavar="FILE", help="where to write the HTML page (with --html) or the Markdown")
+    p.add_argument("--force", action="store_true", help="replace an existing --out FILE")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="POINTS",
                    help="accuracy budget for the recommended file, in points below the best float model (default 1.0)")  # fmt: skip
     _common(p)

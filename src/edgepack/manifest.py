@@ -110,8 +110,13 @@ class RunDir:
     def open(cls, path: str | os.PathLike[str]) -> RunDir:
         """Open an existing run directory; bad input (no such dir, no manifest) is a ConfigError."""
         path = Path(path)
+        if path.is_file():
+            raise ConfigError(f"{path}: is a file, and this command works on a run directory (the folder with "
+                              f"manifest.json that `edgepack train --out DIR` or `edgepack run --out DIR` makes); "
+                              "give that folder")  # fmt: skip
         if not path.is_dir():
-            raise ConfigError(f"run directory {path}: no such directory")
+            raise ConfigError(f"run directory {path}: no such directory; make one with `edgepack train --out DIR` "
+                              "or `edgepack run --out DIR`")  # fmt: skip
         mpath = path / MANIFEST
         if not mpath.is_file():
             raise ConfigError(

@@ -149,6 +149,8 @@ def _safe_module(module: str) -> bool:
     parts = module.split(".")
     if parts[0] not in SAFE_PACKAGES:
         return False
+    if parts[0] == "tensorflow_model_optimization":  # tfmot's own wrappers and quantizers (QAT models)
+        return parts[1:3] == ["python", "core"] or len(parts) == 1
     rest = [p for p in parts[1:] if p != "src"]
     return not rest or rest[0] in SAFE_PARTS
 

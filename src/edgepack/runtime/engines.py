@@ -202,9 +202,9 @@ class LiteRTEngine:
         del raw
 
     def _new_slot(self) -> _Slot:
-        with _native_quiet():
+        with _native_quiet():  # the delegate (and its banner) is made while the interpreter is built and allocated
             it = self._make()
-        it.allocate_tensors()
+            it.allocate_tensors()
         return _Slot(it, int(it.get_input_details()[0]["shape"][0]))
 
     @property
