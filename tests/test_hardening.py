@@ -28,8 +28,10 @@ FIX = Path(__file__).parent / "fixtures" / "runtime"
 def _one_line_exit_2(code: int, capsys, *needles: str) -> str:
     err = capsys.readouterr().err.strip()
     assert code == 2, err
-    assert err.startswith("edgepack: error:") and "\n" not in err, err
-    assert "internal error" not in err and "Traceback" not in err
+    assert err.startswith("edgepack: error:"), err
+    assert "\n" not in err, err
+    assert "internal error" not in err
+    assert "Traceback" not in err
     for n in needles:
         assert n in err, err
     return err
@@ -167,7 +169,6 @@ def test_a_tfmot_qat_h5_model_passes_the_check_and_loads(run_copy):
 
 def _external_onnx(folder: Path, location: str, weights: np.ndarray | None = None) -> Path:
     """A 4x4x1 -> 3-class softmax ONNX classifier whose weight lives in the external file ``location``."""
-    import onnx
     from onnx import TensorProto, helper
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -255,11 +256,15 @@ def test_a_folder_the_user_creates_at_out_while_the_run_is_built_is_kept(tmp_pat
     from edgepack.manifest import RunDir
 
     out = tmp_path / "out"
-    with pytest.raises(ConfigError, match="already exists"):
+
+    def train_while_the_user_writes() -> None:
         with RunDir.create(out) as run:
             run.manifest["dataset"] = {}
             out.mkdir()  # the user, meanwhile
             (out / "thesis.tex").write_text("years of work")
+
+    with pytest.raises(ConfigError, match="already exists"):
+        train_while_the_user_writes()
     assert (out / "thesis.tex").read_text() == "years of work"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # and no hidden staging folder is left
 
@@ -283,11 +288,15 @@ def test_force_still_replaces_an_edgepack_run_but_never_a_user_folder_made_meanw
     with RunDir.create(out, force=True) as run:
         run.manifest["dataset"] = {"spec": "second"}
     assert RunDir.open(out).manifest["dataset"]["spec"] == "second"
-    with pytest.raises(ConfigError, match="not an edgepack run directory"):
+
+    def replace_while_the_user_swaps_the_folder() -> None:
         with RunDir.create(out, force=True):
             shutil.rmtree(out)
             out.mkdir()
             (out / "notes.txt").write_text("mine")
+
+    with pytest.raises(ConfigError, match="not an edgepack run directory"):
+        replace_while_the_user_swaps_the_folder()
     assert (out / "notes.txt").read_text() == "mine"
 
 
@@ -308,7 +317,8 @@ def test_two_stages_saving_one_run_at_once_lose_no_update(run_copy):
     second.save()
     saved = RunDir.open(run_copy)
     assert [a.name for a in saved.artifacts] == ["baseline", "a", "b"]
-    assert saved.manifest["export"] == {"parity_failed": []} and saved.manifest["recommended"] == {"artifact": "b"}
+    assert saved.manifest["export"] == {"parity_failed": []}
+    assert saved.manifest["recommended"] == {"artifact": "b"}
     assert [h["stage"] for h in saved.manifest["history"]] == ["train", "export", "bench"]
 
 
@@ -352,14 +362,18 @@ def test_stale_staging_folder_of_a_killed_train_is_removed_by_the_next_run(tmp_p
 def test_a_staging_folder_still_in_use_by_a_live_run_is_not_removed(tmp_path):
     from edgepack.manifest import RunDir
 
+    def second_run_at_the_same_out() -> None:
+        with RunDir.create(tmp_path / "r"):
+            (tmp_path / "r").mkdir()
+            (tmp_path / "r" / "x").write_text("x")
+
     with RunDir.create(tmp_path / "r") as live:
         with RunDir.create(tmp_path / "r2"):
             pass
         with pytest.raises(ConfigError):  # same --out: refused by the later check, not by deleting the live one
-            with RunDir.create(tmp_path / "r"):
-                (tmp_path / "r").mkdir()
-                (tmp_path / "r" / "x").write_text("x")
-        assert live.path.is_dir() and (live.path / ".partial.lock").is_file()
+            second_run_at_the_same_out()
+        assert live.path.is_dir()
+        assert (live.path / ".partial.lock").is_file()
         shutil.rmtree(tmp_path / "r")
     assert (tmp_path / "r" / "manifest.json").is_file()
 
@@ -509,7 +523,9 @@ def test_recipe_values_of_the_right_toml_type_still_load(tmp_path):
     path.write_text('max_accuracy_drop = 2\n[export]\nallow_parity_failure = false\nformats = ["onnx"]\n'
                     '[prune]\nlayers = ["conv1"]\nsparsity = 0.5\n[bench]\nthreads = [1, 4]\nmin_time = 1\n')  # fmt: skip
     r = Recipe.from_toml(path)
-    assert r.export.allow_parity_failure is False and r.prune.layers == ("conv1",) and r.bench.threads == (1, 4)
+    assert r.export.allow_parity_failure is False
+    assert r.prune.layers == ("conv1",)
+    assert r.bench.threads == (1, 4)
 
 
 def test_settings_refuse_a_string_where_a_bool_or_list_belongs_when_built_in_code():
@@ -629,7 +645,8 @@ def test_damaged_bundle_fields_are_a_one_line_model_load_error(tmp_path, changes
     path = _bundle_copy(tmp_path, **changes)
     with pytest.raises(ModelLoadError) as e:
         load(path)
-    assert "\n" not in str(e.value) and str(path) in str(e.value)
+    assert "\n" not in str(e.value)
+    assert str(path) in str(e.value)
 
 
 def test_deeply_nested_bundle_json_is_a_model_load_error(tmp_path):
@@ -756,7 +773,8 @@ def test_an_os_refusal_on_a_users_path_is_exit_2_not_an_internal_error():
     from edgepack.errors import as_user_error
 
     e = as_user_error(PermissionError(errno.EACCES, "Permission denied", "/ro/results.json"))
-    assert isinstance(e, ConfigError) and "/ro/results.json: Permission denied" in str(e)
+    assert isinstance(e, ConfigError)
+    assert "/ro/results.json: Permission denied" in str(e)
     assert isinstance(as_user_error(MemoryError()), ConfigError)
     assert as_user_error(ZeroDivisionError()) is None  # a bug stays an internal error
 
@@ -786,7 +804,8 @@ def test_quiet_predict_prints_no_litert_delegate_banner(tmp_path):
     quiet = subprocess.run([*cmd, "-q"], capture_output=True, text=True, env=env, timeout=120)
     assert loud.returncode == quiet.returncode == 0
     assert "XNNPACK" in loud.stderr  # the banner is real, so its absence below means -q removed it
-    assert "XNNPACK" not in quiet.stderr and quiet.stderr.strip() == ""
+    assert "XNNPACK" not in quiet.stderr
+    assert quiet.stderr.strip() == ""
     assert quiet.stdout == loud.stdout
 
 
@@ -798,6 +817,7 @@ def test_model_load_error_is_importable_from_the_runtime_as_the_readme_says():
 
 def test_readme_links_resolve_and_state_the_python_and_size_the_project_has():
     import re
+
     import tomllib
 
     readme = (ROOT / "README.md").read_text()
@@ -807,7 +827,9 @@ def test_readme_links_resolve_and_state_the_python_and_size_the_project_has():
     assert "DESIGN.md" not in readme.replace("docs/ARCHITECTURE.md", "")
     assert (ROOT / "docs" / "ARCHITECTURE.md").is_file()
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
-    assert requires == ">=3.11" and "Python 3.11" in readme and "3.10" not in readme
+    assert requires == ">=3.11"
+    assert "Python 3.11" in readme
+    assert "3.10" not in readme
     assert "1.5 GB" not in readme
 
 
