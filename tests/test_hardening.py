@@ -767,6 +767,13 @@ def test_values_the_settings_let_through_before_are_refused_with_exit_2(tmp_path
     _one_line_exit_2(main([*argv, "-q"]), capsys, needle)
 
 
+def test_train_out_under_a_file_exits_2_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    code = main(["train", "--out", str(tmp_path / "afile" / "run"), "--epochs", "1", "-q"])
+    _one_line_exit_2(code, capsys, "afile")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_an_os_refusal_on_a_users_path_is_exit_2_not_an_internal_error():
     import errno
 
