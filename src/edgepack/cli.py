@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepack import __version__
-from edgepack.errors import ConfigError, EdgepackError
+from edgepack.errors import ConfigError, EdgepackError, as_user_error
 from edgepack.recipe import (
     BenchSettings,
     ClusterSettings,
@@ -37,7 +37,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line and exit 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("edgepack").strip()  # main() prints "edgepack: error: " before it
+        raise ConfigError(f"{command}: {message}" if command else message)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -231,19 +232,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for item in inputs:  # fail before any measuring, write nothing
         if not Path(item).exists():
             raise ConfigError(f"{item}: no such run directory or model file")
-    out = (
-        Path(args.out)
-        if args.out
-        else (Path(inputs[0]) / "bench" / "results.json" if Path(inputs[0]).is_dir() else None)
-    )
-    from edgepack.bench.core import resolve_runtimes, run_bench
-    from edgepack.files import atomic_write_json
+    from edgepack.bench.core import collect_targets, resolve_runtimes, run_bench, save_results
+    from edgepack.files import check_new_file
 
+    run_dir = Path(inputs[0]) if Path(inputs[0]).is_dir() and not args.out else None
+    out = (
+        check_new_file(args.out, args.force) if args.out else (run_dir / "bench" / "results.json" if run_dir else None)
+    )
     names = resolve_runtimes(runtimes)
+    collect_targets(inputs, names)  # refuse a run without exports, or files no chosen runtime runs, before timing
     say = (lambda msg: None) if args.quiet or args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
     results = run_bench(inputs, settings, names, progress=say)
-    if out is not None:
-        atomic_write_json(out, results)
+    if out is not None:  # a run's results.json keeps its earlier rows (merged by row); --out FILE is written whole
+        results = save_results(out, results, merge=run_dir is not None)
     if args.json:
         print(json.dumps(results, indent=2, default=str))
     else:
@@ -257,10 +258,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from edgepack.bench.report import load_results, write_report
+    from edgepack.files import check_new_file
 
     results = load_results([str(p) for p in args.inputs])
     run_dir = Path(args.inputs[0]) if len(args.inputs) == 1 and Path(args.inputs[0]).is_dir() else None
-    out = Path(args.out) if args.out else None
+    out = check_new_file(args.out, args.force) if args.out else None
     md, recs = write_report(results, run_dir, html_page=args.html, out=out, max_drop=args.max_accuracy_drop)
     if args.json:
         print(json.dumps({"recommended": [r.row and {"artifact": r.row["artifact"], "runtime": r.row["runtime"]}
@@ -474,7 +476,9 @@ def _add_bench(sub: Any, name: str) -> None:
     p.add_argument("--min-time", type=float, help="seconds per timing window (default 0.5)")
     p.add_argument("--windows", type=int, help="timing windows; the median is reported (default 5)")
     p.add_argument("--label", help="a name for this machine in reports (default: the host name)")
-    p.add_argument("--out", metavar="FILE", help="results.json path (default DIR/bench/results.json)")
+    p.add_argument("--out", metavar="FILE", help="results.json path (default DIR/bench/results.json, where rows of "
+                   "earlier benches are kept unless measured again)")  # fmt: skip
+    p.add_argument("--force", action="store_true", help="replace an existing --out FILE")
     _common(p)
 
 
@@ -485,6 +489,7 @@ def _add_report(sub: Any, name: str) -> None:
     p.add_argument("inputs", nargs="+", metavar="DIR|results.json", help="run directories or results.json files")
     p.add_argument("--html", action="store_true", help="also write the HTML page (DIR/report.html or --out)")
     p.add_argument("--out", metavar="FILE", help="where to write the HTML page (with --html) or the Markdown")
+    p.add_argument("--force", action="store_true", help="replace an existing --out FILE")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="POINTS",
                    help="accuracy budget for the recommended file, in points below the best float model (default 1.0)")  # fmt: skip
     _common(p)
@@ -574,6 +579,10 @@ def _setup_logging(args: argparse.Namespace) -> None:
     logging.getLogger("edgepack").setLevel(level)
     for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL", "tf2onnx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    if args.quiet and not args.debug:
+        from edgepack.runtime import engines
+
+        engines.NATIVE_BANNERS = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -598,6 +607,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - an unexpected failure is still one line unless --debug
         if debug:
             raise
+        user = as_user_error(e)  # a path the OS refused, or more memory than there is: bad input, exit 2
+        if user is not None:
+            print(f"edgepack: error: {user}", file=sys.stderr)
+            return user.exit_code
         print(f"edgepack: internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
               "(rerun with --debug for the traceback)", file=sys.stderr)  # fmt: skip
         return 1

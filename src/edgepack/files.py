@@ -73,6 +73,28 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"cannot write {type(o).__name__} to JSON")
 
 
+def check_new_file(path: str | os.PathLike[str], force: bool, what: str = "--out") -> Path:
+    """Refuse, before any work, an output file that would replace the user's file (without force) or cannot be made.
+
+    Raises ValueError subclasses of edgepack.errors (ConfigError) with what was given and what is allowed.
+    """
+    from edgepack.errors import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path}: is a folder; give a file name")
+    if path.exists() and not force:
+        raise ConfigError(f"{what} {path}: already exists; pass --force to replace it or choose another file")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: cannot write in {parent} (permission denied); choose another place")
+    return path
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -8,11 +8,13 @@ and only if it is an edgepack run (has a manifest): a folder the user made is ne
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as _dt
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,9 +23,13 @@ from typing import Any
 from edgepack import __version__
 from edgepack.errors import ConfigError, ModelLoadError
 from edgepack.files import atomic_write_json, gzip_size, sha256_file, umask
+from edgepack.locking import hold, locked, try_lock
 from edgepack.spec import ModelSpec, Preprocess, TensorSpec
 
 MANIFEST = "manifest.json"
+LOCK = ".lock"  # guards every read-modify-write of manifest.json (and bench/results.json)
+OWNER = ".partial.lock"  # held while a new run is built in its hidden staging folder
+STALE_TRASH_S = 3600.0
 FORMATS = ("keras", "tflite", "onnx")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 STAGES = ("train", "import", "prune", "cluster", "qat", "export")
@@ -60,6 +66,32 @@ class Artifact:
     def from_dict(cls, d: dict[str, Any]) -> Artifact:
         return cls(**d)
 
+    @classmethod
+    def checked(cls, d: Any, where: str) -> Artifact:
+        """``from_dict`` for a manifest entry read from disk: a damaged entry is a one-line ConfigError."""
+        known = [f for f in cls.__dataclass_fields__]
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: an artifact entry is a {type(d).__name__}; expected an object")
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(f"{where}: artifact {d.get('name')!r} has unknown field {unknown[0]!r}; "
+                              f"known fields: {', '.join(known)}")  # fmt: skip
+        for key in ("name", "path", "format", "precision", "stage"):
+            if not isinstance(d.get(key), str):
+                raise ConfigError(f"{where}: artifact {d.get('name')!r} field {key!r} is {d.get(key)!r}; expected text")
+        for key in ("settings", "metrics"):
+            if not isinstance(d.get(key, {}), dict):
+                raise ConfigError(f"{where}: artifact {d['name']!r} field {key!r} must be an object")
+        if d.get("parity") is not None and not isinstance(d["parity"], dict):
+            raise ConfigError(f"{where}: artifact {d['name']!r} field 'parity' must be an object or null")
+        path = Path(d["path"])
+        if path.is_absolute() or ".." in path.parts:
+            raise ConfigError(f"{where}: artifact {d['name']!r} path {d['path']!r} must be inside the run directory")
+        try:
+            return cls(**d)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{where}: artifact {d.get('name')!r}: {e}") from None
+
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -71,6 +103,8 @@ class RunDir:
     def __init__(self, path: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
         self.path = Path(path)
         self.manifest = manifest
+        self._base = copy.deepcopy(manifest)  # what was read: save() merges our changes into the file's latest
+        self._hashes: dict[tuple[str, int, int], str] = {}
 
     # -- opening and creating -------------------------------------------------------------------
 
@@ -78,18 +112,19 @@ class RunDir:
     def open(cls, path: str | os.PathLike[str]) -> RunDir:
         """Open an existing run directory; bad input (no such dir, no manifest) is a ConfigError."""
         path = Path(path)
+        if path.is_file():
+            raise ConfigError(f"{path}: is a file, and this command works on a run directory (the folder with "
+                              f"manifest.json that `edgepack train --out DIR` or `edgepack run --out DIR` makes); "
+                              "give that folder")  # fmt: skip
         if not path.is_dir():
-            raise ConfigError(f"run directory {path}: no such directory")
+            raise ConfigError(f"run directory {path}: no such directory; make one with `edgepack train --out DIR` "
+                              "or `edgepack run --out DIR`")  # fmt: skip
         mpath = path / MANIFEST
         if not mpath.is_file():
             raise ConfigError(
                 f"run directory {path}: no {MANIFEST}; create one with `edgepack train` or `edgepack run`"
             )
-        try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"run directory {path}: {MANIFEST} is not valid JSON ({e})") from None
-        return cls(path, manifest)
+        return cls(path, _read_manifest(mpath))
 
     @classmethod
     def check_target(cls, path: str | os.PathLike[str], force: bool) -> None:
@@ -112,30 +147,62 @@ class RunDir:
         """Build a new run in a hidden sibling folder; move it to ``path`` only if the block succeeds."""
         path = Path(path)
         cls.check_target(path, force)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale(path)
+            staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+        except OSError as e:
+            raise ConfigError(f"--out {path}: cannot create it ({e.strerror or e})") from None
+        owner = hold(staging / OWNER)  # a rerun after kill -9 knows this folder is abandoned
         staging.chmod(0o777 & ~umask())
         run = cls(staging, {"edgepack_version": __version__, "created": _now(), "artifacts": [], "history": []})
         try:
             yield run
             run.save()
-            if path.exists():  # checked above: empty, or an edgepack run and force was given
+            # Checked again now: a folder the user made at --out while the run was built is never replaced.
+            cls.check_target(path, force)
+            with contextlib.suppress(FileNotFoundError):
+                (staging / OWNER).unlink()
+            if path.exists() and (path / MANIFEST).is_file():  # an edgepack run, and force was given
                 trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
                 os.replace(path, trash / "run")
-                os.replace(staging, path)
+                _rename_no_replace(staging, path)
                 shutil.rmtree(trash, ignore_errors=True)
             else:
-                os.replace(staging, path)
+                _rename_no_replace(staging, path)
             run.path = path
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        finally:
+            if owner is not None:
+                os.close(owner)
 
     # -- manifest ---------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive use of the run's files for one read-modify-write (manifest.json, bench/results.json)."""
+        with locked(self.path / LOCK, f"run directory {self.path}"):
+            yield
+
     def save(self) -> None:
-        self.manifest["updated"] = _now()
-        atomic_write_json(self.path / MANIFEST, self.manifest)
+        """Write the manifest: under the run's lock, re-read the file, merge this stage's changes, write atomically.
+
+        Another stage may have saved since this one read the manifest; its artifacts, history lines and keys are
+        kept, and where both changed the same key this stage's value wins.
+        """
+        with self.lock():
+            mpath = self.path / MANIFEST
+            merged = self.manifest
+            if mpath.is_file():
+                merged = merge_manifest(self._base, self.manifest, _read_manifest(mpath))
+            merged["updated"] = _now()
+            atomic_write_json(mpath, merged)
+        if merged is not self.manifest:
+            self.manifest.clear()
+            self.manifest.update(merged)
+        self._base = copy.deepcopy(self.manifest)
 
     def record(self, stage: str, settings: dict[str, Any], seconds: float) -> None:
         """Append a line to the run's history: which stage ran, with what, for how long."""
@@ -145,7 +212,7 @@ class RunDir:
 
     @property
     def artifacts(self) -> list[Artifact]:
-        return [Artifact.from_dict(a) for a in self.manifest.get("artifacts", [])]
+        return [Artifact.checked(a, f"run directory {self.path}") for a in self.manifest.get("artifacts", [])]
 
     def add_artifact(self, artifact: Artifact) -> Artifact:
         """Hash the file, fill size metrics, and record it (replacing an artifact of the same name)."""
@@ -214,4 +281,95 @@ class RunDir:
                          output_kind="sigmoid" if len(names) == 2 else "probabilities", labels=names)  # fmt: skip
 
     def file(self, artifact: Artifact) -> Path:
-        return self.path / artifact.path
+        """The artifact's file, checked against the sha256 the manifest records (a swapped file is refused)."""
+        file = self.path / artifact.path
+        if artifact.sha256 and file.is_file():
+            st = file.stat()
+            key = (str(file), st.st_size, st.st_mtime_ns)
+            digest = self._hashes.get(key) or sha256_file(file)
+            if digest != artifact.sha256:
+                raise ModelLoadError(f"run directory {self.path}: {artifact.path} has sha256 {digest[:16]}…, the "
+                                     f"manifest records {artifact.sha256[:16]}… for {artifact.name}: the file was "
+                                     "changed after the stage that wrote it; rerun that stage")  # fmt: skip
+            self._hashes[key] = digest
+        return file
+
+
+def _read_manifest(mpath: Path) -> dict[str, Any]:
+    """manifest.json as a dict with a list of well-formed artifacts, or a one-line ConfigError."""
+    where = f"run directory {mpath.parent}"
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ConfigError(f"{where}: {MANIFEST} is not valid JSON ({type(e).__name__}: {str(e)[:120]})") from None
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read {MANIFEST} ({e.strerror or e})") from None
+    if not isinstance(manifest, dict):
+        raise ConfigError(f"{where}: {MANIFEST} holds a {type(manifest).__name__}; expected an object")
+    artifacts = manifest.get("artifacts", [])
+    if not isinstance(artifacts, list):
+        raise ConfigError(f"{where}: {MANIFEST} 'artifacts' is a {type(artifacts).__name__}; expected a list")
+    for a in artifacts:
+        Artifact.checked(a, where)
+    for key in ("dataset", "machine", "export"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            raise ConfigError(f"{where}: {MANIFEST} {key!r} is a {type(manifest[key]).__name__}; expected an object")
+    if not isinstance(manifest.get("history", []), list):
+        raise ConfigError(f"{where}: {MANIFEST} 'history' must be a list")
+    return manifest
+
+
+def merge_manifest(base: dict[str, Any], ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """Three-way merge: ``theirs`` (on disk now) plus what changed from ``base`` (read by this stage) to ``ours``.
+
+    Artifacts merge by name (a changed or new one moves to the end, as add_artifact orders them), history lines
+    are appended, and any other top-level key this stage changed takes this stage's value.
+    """
+    out = dict(theirs)
+    for key in set(ours) | set(base):
+        if key in ("artifacts", "history"):
+            continue
+        if key not in ours:
+            if key in base and theirs.get(key) == base.get(key):
+                out.pop(key, None)
+        elif key not in base or ours[key] != base[key]:
+            out[key] = ours[key]
+    b = {a["name"]: a for a in base.get("artifacts", [])}
+    o = {a["name"]: a for a in ours.get("artifacts", [])}
+    rows = {a["name"]: a for a in theirs.get("artifacts", [])}
+    for name in b:
+        if name not in o and rows.get(name) == b[name]:
+            del rows[name]
+    for name, a in o.items():
+        if b.get(name) != a:
+            rows.pop(name, None)
+            rows[name] = a
+    out["artifacts"] = list(rows.values())
+    out["history"] = list(theirs.get("history", [])) + list(ours.get("history", []))[len(base.get("history", [])) :]
+    return out
+
+
+def _rename_no_replace(src: Path, dst: Path) -> None:
+    """Move the finished run to ``dst``; refuse (never replace) what appeared there in the meantime."""
+    try:
+        os.rename(src, dst)  # rename(2) replaces at most an empty folder; a non-empty one or a file refuses
+    except OSError as e:
+        raise ConfigError(
+            f"--out {dst}: something was created there while the run was being made "
+            f"({e.strerror or e}); it was left as it is and the new run was not kept"
+        ) from None
+
+
+def _remove_stale(path: Path) -> None:
+    """Delete the hidden staging folders of runs at ``path`` whose process died (kill -9, power loss)."""
+    for partial in path.parent.glob(f".{path.name}.partial-*"):
+        fd = try_lock(partial / OWNER)
+        if fd is not None:  # nobody holds it: the process that built this folder is gone
+            try:
+                shutil.rmtree(partial, ignore_errors=True)
+            finally:
+                os.close(fd)
+    for trash in path.parent.glob(f".{path.name}.old-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - trash.stat().st_mtime > STALE_TRASH_S:
+                shutil.rmtree(trash, ignore_errors=True)

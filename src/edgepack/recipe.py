@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
@@ -107,6 +109,23 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+MAX_SEED = 2**32 - 1  # numpy's and TensorFlow's seeds are 32-bit
+MIN_IMAGE_SIZE = 10  # the seed CNN's two 3x3 conv + 2x2 pool blocks need 10 pixels (8 leaves a 0x0 map)
+
+
+def _bool(value: Any, what: str) -> None:
+    _check(isinstance(value, bool), f"{what}: got {value!r}; expected true or false")
+
+
+def _names(values: Any, what: str) -> tuple[str, ...] | None:
+    """A tuple of layer names from a list (a bare string would be read as its letters)."""
+    if values is None:
+        return None
+    _check(isinstance(values, list | tuple) and all(isinstance(v, str) and v.strip() for v in values),
+           f"{what}: got {values!r}; expected a list of layer names, e.g. [\"conv1\", \"dense\"]")  # fmt: skip
+    return tuple(values)
+
+
 def _positive_int(value: Any, what: str, minimum: int = 1, maximum: int | None = None) -> None:
     allowed = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
     _check(
@@ -117,7 +136,7 @@ def _positive_int(value: Any, what: str, minimum: int = 1, maximum: int | None =
 
 
 def _fraction(value: Any, what: str, low: float, high: float, high_inclusive: bool = False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and low <= value and (value <= high if high_inclusive else value < high)
     bracket = "]" if high_inclusive else ")"
     _check(ok, f"{what}: got {value!r}; expected a number in [{low}, {high}{bracket}")
@@ -176,7 +195,7 @@ def parse_image_size(value: Any, what: str = "--image-size") -> tuple[int, int]:
            f"{what}: got {value!r}; expected SIZE or HxW, e.g. 32 or 48x64")  # fmt: skip
     value = tuple(value) * (2 if len(value) == 1 else 1)
     for v in value:
-        _positive_int(v, what, minimum=8, maximum=1024)
+        _positive_int(v, what, minimum=MIN_IMAGE_SIZE, maximum=1024)
     return int(value[0]), int(value[1])
 
 
@@ -199,7 +218,7 @@ class DataSettings:
         object.__setattr__(self, "color", Color.parse(self.color, "--color"))
         _fraction(self.test_split, "--test-split", 0.0, 1.0)
         _check(self.test_split > 0, f"--test-split: got {self.test_split!r}; expected a number in (0, 1)")
-        _positive_int(self.seed, "--seed", minimum=0)
+        _positive_int(self.seed, "--seed", minimum=0, maximum=MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -225,7 +244,7 @@ class TrainSettings:
         _fraction(self.learning_rate, "--learning-rate", 0.0, 1.0)
         _check(self.learning_rate > 0, f"--learning-rate: got {self.learning_rate!r}; expected > 0")
         _fraction(self.val_split, "--val-split", 0.0, 0.5, high_inclusive=True)
-        _positive_int(self.seed, "--seed", minimum=0)
+        _positive_int(self.seed, "--seed", minimum=0, maximum=MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -248,8 +267,7 @@ class PruneSettings:
         object.__setattr__(self, "schedule", Schedule.parse(self.schedule, "--schedule"))
         if self.m_by_n is not None:
             _check(self.m_by_n in ("2:4",), f"--m-by-n: got {self.m_by_n!r}; supported patterns: 2:4")
-        if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "layers", _names(self.layers, "prune layers"))
         _positive_int(self.epochs, "prune epochs")
         _fraction(self.initial_sparsity, "prune initial_sparsity", 0.0, 1.0)
         _check(self.initial_sparsity <= self.sparsity,
@@ -283,9 +301,10 @@ class ClusterSettings:
     def __post_init__(self) -> None:
         _positive_int(self.clusters, "--cluster", minimum=2, maximum=256)
         object.__setattr__(self, "init", CentroidInit.parse(self.init, "cluster init"))
-        if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "layers", _names(self.layers, "cluster layers"))
         _positive_int(self.epochs, "cluster epochs")
+        if self.preserve_sparsity is not None:
+            _bool(self.preserve_sparsity, "cluster preserve_sparsity")
         _fraction(self.learning_rate, "cluster learning_rate", 0.0, 1.0)
 
 
@@ -299,6 +318,7 @@ class QATSettings:
 
     def __post_init__(self) -> None:
         _positive_int(self.epochs, "qat epochs")
+        _bool(self.preserve, "qat preserve")
         _fraction(self.learning_rate, "qat learning_rate", 0.0, 1.0)
 
 
@@ -331,6 +351,12 @@ class ExportSettings:
         _positive_int(self.opset, "--opset", minimum=13, maximum=18)
         _positive_int(self.calibration_samples, "--calibration-samples")
         object.__setattr__(self, "calibration", Calibration.parse(self.calibration, "--calibration"))
+        _bool(self.allow_parity_failure, "allow_parity_failure")
+
+
+MAX_MIN_TIME_S = 3600.0
+MAX_THREADS = 256
+MAX_BATCH = 4096  # images per call; 4096 RGB 224x224 inputs are already 2.4 GB of float32
 
 
 @dataclass(frozen=True)
@@ -349,9 +375,16 @@ class BenchSettings:
             object.__setattr__(self, "runtimes", _enum_tuple(self.runtimes, Runtime, "--runtimes"))
         object.__setattr__(self, "threads", _int_tuple(self.threads, "--threads"))
         object.__setattr__(self, "batch", _int_tuple(self.batch, "--batch"))
-        _check(isinstance(self.min_time, int | float) and self.min_time > 0,
-               f"--min-time: got {self.min_time!r}; expected seconds > 0")  # fmt: skip
-        _positive_int(self.windows, "--windows")
+        _check(isinstance(self.min_time, int | float) and not isinstance(self.min_time, bool)
+               and 0 < self.min_time <= MAX_MIN_TIME_S,
+               f"--min-time: got {self.min_time!r}; expected seconds > 0 and <= {MAX_MIN_TIME_S:g}")  # fmt: skip
+        _positive_int(self.windows, "--windows", maximum=1000)
+        for t in self.threads:
+            _positive_int(t, "--threads", maximum=MAX_THREADS)
+        for b in self.batch:
+            _positive_int(b, "--batch", maximum=MAX_BATCH)
+        _check(self.label is None or (isinstance(self.label, str) and self.label.strip() != ""),
+               f"--label: got {self.label!r}; expected a name")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -368,7 +401,8 @@ class Recipe:
     max_accuracy_drop: float = 1.0  # points: the budget for the report's recommended file
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.max_accuracy_drop, int | float) and 0 <= self.max_accuracy_drop <= 100,
+        _check(isinstance(self.max_accuracy_drop, int | float) and not isinstance(self.max_accuracy_drop, bool)
+               and 0 <= self.max_accuracy_drop <= 100,
                f"max_accuracy_drop: got {self.max_accuracy_drop!r}; expected points in [0, 100]")  # fmt: skip
 
     @classmethod
@@ -383,8 +417,12 @@ class Recipe:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"recipe {path}: no such file") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"recipe {path}: not valid TOML ({e})") from None
+        except IsADirectoryError:
+            raise ConfigError(f"recipe {path}: is a directory; expected a .toml file") from None
+        except OSError as e:
+            raise ConfigError(f"recipe {path}: cannot read it ({e.strerror or e})") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise ConfigError(f"recipe {path}: not valid TOML ({type(e).__name__}: {str(e)[:160]})") from None
         return cls.from_dict(raw, where=f"recipe {path}")
 
     @classmethod
@@ -410,11 +448,50 @@ def settings_from_dict(cls: type[S], raw: dict[str, Any], where: str) -> S:
     kwargs = {}
     for name, value in raw.items():
         sub = _dataclass_in(hints[name])
+        if not sub:
+            _check_type(value, hints[name], f"{where}: {name}")
         kwargs[name] = settings_from_dict(sub, value, f"{where} [{name}]") if sub else value
     try:
         return cls(**kwargs)
     except TypeError as e:  # a wrong type the checks above did not name
         raise ConfigError(f"{where}: {e}") from None
+
+
+def _type_name(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin in (types.UnionType,) or str(origin) == "typing.Union":
+        return " or ".join(_type_name(a) for a in get_args(hint) if a is not type(None))
+    if origin in (tuple, list):
+        return f"a list of {_type_name(get_args(hint)[0])}"
+    if origin is dict:
+        return "a table"
+    if isinstance(hint, type) and issubclass(hint, Choice):
+        return f"one of {', '.join(m.value for m in hint)}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(hint, str(hint))
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = get_origin(hint)
+    if origin in (types.UnionType,) or str(origin) == "typing.Union":
+        return any(_type_ok(value, a) for a in get_args(hint) if a is not type(None))
+    if origin in (tuple, list):
+        return isinstance(value, list | tuple) and all(_type_ok(v, get_args(hint)[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str or (isinstance(hint, type) and issubclass(hint, Choice)):
+        return isinstance(value, str)
+    return True
+
+
+def _check_type(value: Any, hint: Any, what: str) -> None:
+    """A recipe value must have the field's TOML type: "false" is not false, "conv1" is not a list of names."""
+    _check(_type_ok(value, hint), f"{what} = {value!r}: expected {_type_name(hint)}, got {type(value).__name__}")
 
 
 def _dataclass_in(hint: Any) -> type | None:

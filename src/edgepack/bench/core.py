@@ -74,15 +74,24 @@ def targets_from_run(run_path: Path) -> list[Target]:
                 metrics[key] = parent.metrics[key]
         parity = a.parity
         if parity is None and bundle.is_file():
-            parity = json.loads(bundle.read_text()).get("parity")
+            parity = _read_json(bundle).get("parity")
         targets.append(Target(a.name, bundle if bundle.is_file() and a.format != "keras" else file, file, a.format,
                               a.precision, a.parent, parity, metrics, eval_npz if eval_npz.is_file() else None,
                               run.model_spec().to_dict()))  # fmt: skip
-    if not targets:
-        raise ConfigError(
-            f"run directory {run.path}: no exported or Keras models to benchmark; run `edgepack export` first"
-        )
+    if not any(t.format != "keras" for t in targets):  # Keras rows need export/eval.npz: nothing to measure
+        raise ConfigError(f"run directory {run.path}: no exported files to benchmark; run `edgepack export` first")
     return targets
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A bundle as a dict, or a one-line ModelLoadError."""
+    from edgepack.errors import user_input
+
+    with user_input(ModelLoadError, f"{path}: not a bundle"):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: not a bundle: expected a JSON object")
+    return data
 
 
 def target_from_file(path: Path) -> Target:
@@ -92,10 +101,13 @@ def target_from_file(path: Path) -> Target:
     bundle: dict[str, Any] = {}
     file = path
     if path.suffix == ".json":
-        bundle = json.loads(path.read_text())
-        file = path.parent / bundle.get("file", "")
+        bundle = _read_json(path)
+        name = bundle.get("file")
+        if not isinstance(name, str) or not name or Path(name).name != name:
+            raise ModelLoadError(f"{path}: bundle file {name!r}: expected a file name beside the bundle")
+        file = path.parent / name
     elif path.with_suffix(".json").is_file():
-        bundle = json.loads(path.with_suffix(".json").read_text())
+        bundle = _read_json(path.with_suffix(".json"))
     fmt = bundle.get("format") or {".onnx": "onnx", ".tflite": "tflite", ".keras": "keras"}.get(file.suffix)
     if fmt is None:
         raise ConfigError(
@@ -107,11 +119,16 @@ def target_from_file(path: Path) -> Target:
                   bundle.get("parity"), {}, eval_npz if eval_npz.is_file() else None)  # fmt: skip
 
 
-def collect_targets(inputs: list[str]) -> list[Target]:
+def collect_targets(inputs: list[str], runtimes: tuple[str, ...] | None = None) -> list[Target]:
+    """Every target of ``inputs``; with ``runtimes``, refuse when none of them runs any target."""
     targets: list[Target] = []
     for item in inputs:
         p = Path(item)
         targets.extend(targets_from_run(p) if p.is_dir() else [target_from_file(p)])
+    if runtimes is not None and not any(set(FORMAT_RUNTIMES.get(t.format, ())) & set(runtimes) for t in targets):
+        formats = sorted({t.format for t in targets})
+        raise ConfigError(f"--runtimes {','.join(runtimes)}: runs none of the files given ({', '.join(formats)}); "
+                          "onnx runs in onnxruntime, tflite in litert, keras in keras")  # fmt: skip
     names = [t.name for t in targets]
     if len(set(names)) != len(names):  # several runs: keep rows apart by prefixing the folder
         for t in targets:
@@ -142,6 +159,61 @@ def resolve_runtimes(runtimes: tuple[Runtime, ...] | None) -> tuple[str, ...]:
     if "keras" in names and not keras_available():
         raise ConfigError("--runtimes keras: TensorFlow and tf_keras are not installed; install edgepack[train] or drop keras")  # fmt: skip
     return names
+
+
+# -- results.json --------------------------------------------------------------------------------------------------
+
+ROW_KEY = ("artifact", "format", "precision", "runtime", "threads", "batch", "call")
+SAME_MACHINE = ("cpu_model", "arch", "label", "emulated")
+
+
+def merge_results(old: Any, new: dict[str, Any], where: Path) -> dict[str, Any]:
+    """``new`` plus the rows of ``old`` it did not measure again (same artifact, runtime, threads, batch, call)."""
+    if (
+        not isinstance(old, dict)
+        or not isinstance(old.get("results"), list)
+        or not isinstance(old.get("machine"), dict)
+    ):
+        raise ConfigError(f"{where}: exists and is not an edgepack results.json; move it away or give --out FILE")
+    om, nm = old["machine"], new["machine"]
+    if any(om.get(k) != nm.get(k) for k in SAME_MACHINE):
+        raise ConfigError(f"{where}: holds results from another machine ({om.get('label')}, {om.get('cpu_model')}); "
+                          "give --out FILE for this machine's results and compare them with `edgepack report`")  # fmt: skip
+    measured = {tuple(r.get(k) for k in ROW_KEY) for r in new["results"]}
+    kept = [r for r in old["results"] if isinstance(r, dict) and tuple(r.get(k) for k in ROW_KEY) not in measured]
+    merged = dict(new)
+    merged["results"] = kept + list(new["results"])
+    settings = dict(new["settings"])
+    for key in ("runtimes", "threads", "batch", "inputs"):
+        before = (old.get("settings") or {}).get(key) or []
+        settings[key] = (
+            list(dict.fromkeys([*before, *settings.get(key, [])])) if isinstance(before, list) else settings[key]
+        )
+    merged["settings"] = settings
+    if kept:
+        merged["created_first"] = old.get("created_first") or old.get("created")
+    return merged
+
+
+def save_results(path: Path, results: dict[str, Any], merge: bool) -> dict[str, Any]:
+    """Write results.json atomically; with ``merge``, under the run's lock, keep the rows already there."""
+    from edgepack.files import atomic_write_json
+    from edgepack.locking import locked
+
+    path = Path(path)
+    if not merge:
+        atomic_write_json(path, results)
+        return results
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path.parent.parent / ".lock", f"run directory {path.parent.parent}"):  # the run's lock (manifest.LOCK)
+        if path.is_file():
+            try:
+                old = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                raise ConfigError(f"{path}: exists and is not valid JSON; move it away or give --out FILE") from None
+            results = merge_results(old, results, path)
+        atomic_write_json(path, results)
+    return results
 
 
 # -- measuring ------------------------------------------------------------------------------------------------------

@@ -35,12 +35,46 @@ def load_results(inputs: list[str]) -> list[dict[str, Any]]:
             raise ConfigError(f"{item}: no results.json there; run `edgepack bench` first or give a results.json file")
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
+        except RecursionError:
+            raise ConfigError(f"{p}: not valid JSON (nested too deeply to read)") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{p}: not valid JSON ({e})") from None
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read it ({e.strerror or e})") from None
         if not isinstance(data, dict) or "results" not in data or "machine" not in data:
             raise ConfigError(f"{p}: not an edgepack results.json (expected keys machine and results)")
+        _check_results(data, p)
         out.append(data)
     return out
+
+
+ROW_FIELDS = {"artifact": str, "format": str, "precision": str, "runtime": str, "threads": int, "batch": int,
+              "latency_us": dict}  # fmt: skip
+
+
+def _check_results(data: dict[str, Any], p: Path) -> None:
+    """Every field the report reads has its type: a damaged results.json is one line, not a traceback."""
+    if not isinstance(data["machine"], dict):
+        raise ConfigError(f"{p}: 'machine' is a {type(data['machine']).__name__}; expected an object")
+    rows = data["results"]
+    if not isinstance(rows, list):
+        raise ConfigError(f"{p}: 'results' is a {type(rows).__name__}; expected a list of rows")
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise ConfigError(f"{p}: results[{i}] is a {type(r).__name__}; expected an object")
+        for key, kind in ROW_FIELDS.items():
+            if not isinstance(r.get(key), kind) or isinstance(r.get(key), bool):
+                raise ConfigError(f"{p}: results[{i}] field {key!r} is {r.get(key)!r}; expected {kind.__name__}")
+        for q in ("p50", "p90", "p99"):
+            v = r["latency_us"].get(q)
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ConfigError(f"{p}: results[{i}] latency_us.{q} is {v!r}; expected microseconds")
+        for key in ("accuracy", "floor_us", "size_bytes", "gzip_bytes", "macs", "params", "sparsity"):
+            v = r.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+                raise ConfigError(f"{p}: results[{i}] field {key!r} is {v!r}; expected a number or null")
+        if r.get("parity") is not None and not isinstance(r["parity"], dict):
+            raise ConfigError(f"{p}: results[{i}] field 'parity' must be an object or null")
 
 
 def machine_names(results: list[dict[str, Any]]) -> list[str]:
@@ -522,8 +556,8 @@ def write_report(
 
     from edgepack.files import atomic_write_bytes, atomic_write_text
 
-    if max_drop < 0:
-        raise ConfigError(f"--max-accuracy-drop: got {max_drop}; expected points >= 0")
+    if not (isinstance(max_drop, int | float) and 0 <= max_drop <= 100):  # nan fails every comparison
+        raise ConfigError(f"--max-accuracy-drop: got {max_drop}; expected points in [0, 100]")
     if html_page and out is None and run_dir is None:
         raise ConfigError("--html with results.json files: give --out FILE.html for the page")
     # Plots need matplotlib (the [report] extra): required for HTML, skipped for Markdown on a lean install.

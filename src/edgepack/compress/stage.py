@@ -24,13 +24,20 @@ TOLERANCE = 0.01  # a stage may fall short of its sparsity target by at most 1 p
 def load_keras(path: str | Path, allow_unsafe: bool = False) -> keras.Model:
     """Load any model a run holds, including quantization-aware ones (tfmot's quantize_scope).
 
-    ``allow_unsafe``: also load layers that hold Python code (only for a file the user trusts)."""
+    Refuses a file whose configuration carries Python code (a Lambda layer, a function, a module to import) in
+    every format, .h5 and SavedModel included, naming the layer (edgepack.safe_keras). ``allow_unsafe`` skips
+    that check and Keras' own safe_mode: only for a file the user made or trusts.
+    """
+    from edgepack.safe_keras import check_keras_file
+
     path = Path(path)
-    if not path.exists():
+    if not path.is_file() and not (path.is_dir() and (path / "saved_model.pb").is_file()):
         raise ModelLoadError(f"model {path}: no such file")
+    if not allow_unsafe:
+        check_keras_file(path)
     try:
         with tfmot.quantization.keras.quantize_scope():
-            if path.suffix == ".keras":
+            if path.is_file() and path.suffix == ".keras":
                 return keras.models.load_model(path, compile=False, safe_mode=not allow_unsafe)
             return keras.models.load_model(path, compile=False)
     except Exception as e:  # noqa: BLE001 - any load failure is reported as one line

@@ -130,7 +130,12 @@ def _npz(path: Path, settings: DataSettings) -> Dataset:
                 raise DataError(f"data {str(path)!r}: npz lacks {', '.join(missing)}; it needs {', '.join(NPZ_KEYS)}"
                                 f" (has {', '.join(z.files) or 'nothing'})")  # fmt: skip
             arrays = {k: z[k] for k in NPZ_KEYS}
-            names = [str(n) for n in z["class_names"]] if "class_names" in z.files else None
+            names = None
+            if "class_names" in z.files:
+                if z["class_names"].ndim != 1:
+                    raise DataError(f"data {str(path)!r}: class_names has shape {z['class_names'].shape}; "
+                                    "expected a list of names")  # fmt: skip
+                names = [str(n) for n in z["class_names"]]
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - zipfile/pickle/value errors: not a readable npz
@@ -143,6 +148,11 @@ def _npz(path: Path, settings: DataSettings) -> Dataset:
             raise DataError(f"data {str(path)!r}: x_{part} is empty")
         if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
             raise DataError(f"data {str(path)!r}: x_{part} has shape {x.shape}; expected (N, H, W) or (N, H, W, 1|3)")
+    for part in ("train", "test"):
+        y = arrays[f"y_{part}"]
+        if y.ndim != 1:
+            raise DataError(f"data {str(path)!r}: y_{part} has shape {y.shape}; expected one integer label per "
+                            "image, shape (N,) (for one-hot labels save y.argmax(axis=1))")  # fmt: skip
     y_all = np.concatenate([arrays["y_train"].reshape(-1), arrays["y_test"].reshape(-1)])
     if not np.issubdtype(y_all.dtype, np.integer):
         raise DataError(f"data {str(path)!r}: labels have dtype {y_all.dtype}; expected integers")
@@ -150,8 +160,14 @@ def _npz(path: Path, settings: DataSettings) -> Dataset:
     index = {int(v): i for i, v in enumerate(values)}
     if names is None:
         names = [str(int(v)) for v in values]
-    elif len(names) != len(values):
-        raise DataError(f"data {str(path)!r}: class_names has {len(names)} names for {len(values)} labels")
+    else:  # the labels index class_names: label k is names[k], never re-ranked onto another name
+        if len(set(names)) != len(names):
+            raise DataError(f"data {str(path)!r}: class_names {names}: the names must be distinct")
+        bad = values[(values < 0) | (values >= len(names))]
+        if bad.size:
+            raise DataError(f"data {str(path)!r}: labels {', '.join(map(str, bad[:5].tolist()))} do not index "
+                            f"class_names ({len(names)} names: labels must be 0 to {len(names) - 1})")  # fmt: skip
+        index = {i: i for i in range(len(names))}
     y_train = np.array([index[int(v)] for v in arrays["y_train"].reshape(-1)], dtype=np.int64)
     y_test = np.array([index[int(v)] for v in arrays["y_test"].reshape(-1)], dtype=np.int64)
     x_train = _as_uint8(arrays["x_train"], f"{path}: x_train")
@@ -231,10 +247,12 @@ def _read_class_folders(root: Path, size: int | tuple[int, int], spec: str) -> _
 
 def _read_image(path: Path, size: int | tuple[int, int]) -> np.ndarray | str:
     """The image as uint8 (H, W, 3) for ``size`` = SIZE or (H, W), or the reason it was skipped."""
+    from edgepack.runtime.images import to_rgb
+
     try:
         with Image.open(path) as img:
             img.load()
-            rgb = img.convert("RGB")
+            rgb = to_rgb(img)
     except UnidentifiedImageError:
         return f"{path}: not an image"
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
@@ -371,10 +389,25 @@ def load_from_run(run_path: Path, info: dict[str, Any]) -> Dataset:
     path = run_path / RUN_DATA
     if not path.is_file():
         raise DataError(f"run directory {run_path}: {RUN_DATA} is missing; rerun `edgepack train`")
-    with np.load(path, allow_pickle=False) as z:
-        return Dataset(
-            x_train=z["x_train"], y_train=z["y_train"], x_test=z["x_test"], y_test=z["y_test"],
-            class_names=tuple(str(n) for n in z["class_names"]), spec=info.get("spec", str(path)),
-            skipped_files=info.get("skipped_files", 0), skipped=tuple(info.get("skipped", ())),
-            split=info.get("split", "given"),
-        )  # fmt: skip
+    digest = info.get("sha256")
+    if digest:
+        from edgepack.files import sha256_file
+
+        if sha256_file(path) != digest:
+            raise DataError(f"run directory {run_path}: {RUN_DATA} does not match the sha256 the manifest records: "
+                            "it was changed or damaged after training; rerun `edgepack train`")  # fmt: skip
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = Dataset(
+                x_train=z["x_train"], y_train=z["y_train"], x_test=z["x_test"], y_test=z["y_test"],
+                class_names=tuple(str(n) for n in z["class_names"]), spec=info.get("spec", str(path)),
+                skipped_files=info.get("skipped_files", 0), skipped=tuple(info.get("skipped", ())),
+                split=info.get("split", "given"),
+            )  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - a truncated or edited file: zipfile, zlib, key and value errors
+        raise DataError(f"run directory {run_path}: {RUN_DATA} is damaged ({type(e).__name__}: "
+                        f"{str(e)[:120]}); rerun `edgepack train`") from None  # fmt: skip
+    if data.x_train.ndim != 4 or len(data.x_train) != len(data.y_train) or len(data.x_test) != len(data.y_test):
+        raise DataError(f"run directory {run_path}: {RUN_DATA} is damaged (images and labels do not match); "
+                        "rerun `edgepack train`")  # fmt: skip
+    return data

@@ -10,6 +10,7 @@ training, compression or export code. This is what a device installs.
 
 from __future__ import annotations
 
+from edgepack.errors import ConfigError, ModelLoadError
 from edgepack.runtime.predictor import BACKENDS, InputSpec, OutputSpec, Predictor, load
 
-__all__ = ["BACKENDS", "InputSpec", "OutputSpec", "Predictor", "load"]
+__all__ = ["BACKENDS", "ConfigError", "InputSpec", "ModelLoadError", "OutputSpec", "Predictor", "load"]

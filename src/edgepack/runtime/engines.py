@@ -13,8 +13,12 @@ here, lazily: loading a .tflite never imports onnxruntime and vice versa.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
 from collections import deque
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -48,6 +52,28 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+# False (the CLI's -q): LiteRT's C++ banner "Created TensorFlow Lite XNNPACK delegate for CPU." is not printed.
+NATIVE_BANNERS = True
+
+
+@contextlib.contextmanager
+def _native_quiet() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block when NATIVE_BANNERS is off (C++ logs bypass sys.stderr)."""
+    if NATIVE_BANNERS:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _columns(shape: list[Any]) -> int:
     """Values per image of an output shaped [N, ...]; -1 when a non-batch dimension is unknown."""
     dims = shape[1:]
@@ -61,11 +87,13 @@ class OrtEngine:
     delegate = "CPUExecutionProvider"
     fill_view: np.dtype | None = None  # run_fill hands ``fill`` its buffer viewed as this dtype (set by the Predictor)
 
-    def __init__(self, content: bytes, threads: int | None) -> None:
+    def __init__(self, content: bytes, threads: int | None, folder: str | None = None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: warnings go to stderr from C++ and cannot be caught
+        if folder is not None:  # external data is the model folder's, not the current directory's
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
@@ -201,8 +229,9 @@ class LiteRTEngine:
         self._local = threading.local()  # per thread: {shape: input buffer} for run_fill
 
     def _new_slot(self) -> _Slot:
-        it = self._make()
-        it.allocate_tensors()
+        with _native_quiet():  # the delegate (and its banner) is made while the interpreter is built and allocated
+            it = self._make()
+            it.allocate_tensors()
         return _Slot(it, int(it.get_input_details()[0]["shape"][0]))
 
     @property

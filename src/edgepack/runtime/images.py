@@ -1,6 +1,6 @@
 """Image files -> the uint8 (H, W, C) arrays a Predictor takes, preprocessed as the training data was.
 
-Same steps as the folder data loader: Pillow decode, RGB, bilinear resize to the model's size, then ITU-R 601
+Same steps as the folder data loader: Pillow decode, RGB (16-bit images scaled to 8 bits), bilinear resize to the model's size, then ITU-R 601
 luma (rounded) for a grayscale model. Pillow is imported only when an image is read.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +16,24 @@ from edgepack.errors import DataError
 from edgepack.runtime.predictor import InputSpec
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def to_rgb(img: Any) -> Any:
+    """A Pillow image as 8-bit RGB, scaling 16-bit and 32-bit pixels to 0-255 (Pillow's convert clips them)."""
+    from PIL import Image
+
+    if img.mode in HIGH_DEPTH_MODES:
+        a = np.asarray(img, dtype=np.float64)
+        if img.mode == "F" and a.size and np.nanmax(a) <= 1.0:  # a float image in [0, 1]
+            a = a * 255.0
+        else:  # 16-bit samples (mode I holds them too): 65535 -> 255
+            a = a / 257.0
+        a = np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8)
+        img = Image.fromarray(a, "L")
+    return img.convert("RGB")
 
 
 def load_image(path: str | os.PathLike[str], spec: InputSpec) -> np.ndarray:
@@ -27,7 +46,7 @@ def load_image(path: str | os.PathLike[str], spec: InputSpec) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
-            rgb = img.convert("RGB")
+            rgb = to_rgb(img)
     except UnidentifiedImageError:
         raise DataError(f"{path}: not an image Pillow can read (expected PNG, JPEG, BMP, ...)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:

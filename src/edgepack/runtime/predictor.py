@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepack.errors import ConfigError, ModelLoadError
+from edgepack.errors import ConfigError, ModelLoadError, user_input
 from edgepack.runtime import validate
 from edgepack.runtime.engines import ENGINES, Engine
 from edgepack.runtime.plan import U8, InputPlan, OutputPlan, reference_head, reference_input
@@ -249,7 +249,8 @@ def load(path: str | os.PathLike[str], backend: str = "auto", threads: int | Non
         validate.probe_tflite(content, model_path)
     engine = _open_engine(fmt, content, threads, model_path)
     try:
-        model, input_spec, output_spec = _specs(engine, bundle, model_path)
+        with user_input(ModelLoadError, f"{bundle_path or model_path}: damaged bundle or model description"):
+            model, input_spec, output_spec = _specs(engine, bundle, model_path)
         predictor = Predictor(model_path, fmt, engine, model, input_spec, output_spec, bundle, bundle_path)
         if not predictor._output_plan.table_finite:
             raise ModelLoadError(f"{model_path}: output quantization {output_spec.quantization} gives non-finite "
@@ -281,6 +282,8 @@ def _resolve(path: Path) -> tuple[dict[str, Any] | None, Path | None, Path]:
 def _read_bundle(path: Path) -> dict[str, Any]:
     try:
         bundle = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ModelLoadError(f"{path}: not a bundle (its JSON is nested too deeply to read)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelLoadError(f"{path}: not a bundle (cannot read JSON: {_first_line(e)})") from e
     if not isinstance(bundle, dict):
@@ -288,8 +291,10 @@ def _read_bundle(path: Path) -> dict[str, Any]:
     missing = [k for k in ("format", "file", "sha256", "input", "output") if k not in bundle]
     if missing:
         raise ModelLoadError(f"{path}: not a bundle: missing {', '.join(missing)}")
-    if bundle["format"] not in FORMAT_BACKEND:
-        raise ModelLoadError(f"{path}: bundle format '{bundle['format']}': expected onnx or tflite")
+    if not isinstance(bundle["format"], str) or bundle["format"] not in FORMAT_BACKEND:
+        raise ModelLoadError(f"{path}: bundle format {bundle['format']!r}: expected onnx or tflite")
+    if not isinstance(bundle["sha256"], str):
+        raise ModelLoadError(f"{path}: bundle sha256 {bundle['sha256']!r}: expected the file's hex digest")
     file = bundle["file"]
     if not isinstance(file, str) or not file or Path(file).name != file:
         raise ModelLoadError(f"{path}: bundle file {file!r}: expected a file name beside the bundle")
@@ -298,7 +303,42 @@ def _read_bundle(path: Path) -> dict[str, Any]:
     for key in ("input", "output"):
         if not isinstance(bundle[key], dict):
             raise ModelLoadError(f"{path}: bundle '{key}' must be an object")
+    _check_bundle_fields(bundle, path)
     return bundle
+
+
+def _check_bundle_fields(bundle: dict[str, Any], path: Path) -> None:
+    """Each field the runtime reads has its JSON type (a damaged one is refused, not half-used)."""
+
+    def bad(what: str, value: Any, expected: str) -> ModelLoadError:
+        return ModelLoadError(f"{path}: bundle {what} {str(value)[:60]!r}: expected {expected}")
+
+    labels = bundle.get("labels")
+    if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str | int) for x in labels)):
+        raise bad("labels", labels, "a list of names")
+    b_in, b_out = bundle["input"], bundle["output"]
+    shape = b_in.get("shape")
+    if shape is not None and (not isinstance(shape, list) or len(shape) != 4
+                              or not all(d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0)
+                                         for d in shape)):  # fmt: skip
+        raise bad("input shape", shape, "[N, H, W, C] with whole numbers (N may be null)")
+    scale = b_in.get("scale")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int | float)
+                              or not np.isfinite(scale) or scale <= 0):  # fmt: skip
+        raise bad("input scale", scale, "a positive number (model input = uint8 pixel x scale)")
+    for where, block in (("input", b_in), ("output", b_out)):
+        for key in ("dtype", "name", "layout"):
+            if block.get(key) is not None and not isinstance(block[key], str):
+                raise bad(f"{where} {key}", block[key], "text")
+        q = block.get("quantization")
+        if q is not None and not isinstance(q, dict):
+            raise bad(f"{where} quantization", q, "an object {scale, zero_point}")
+    if b_in.get("layout") not in (None, "NHWC", "NCHW"):
+        raise bad("input layout", b_in["layout"], "NHWC or NCHW")
+    if b_out.get("activation") is not None and not isinstance(b_out["activation"], str):
+        raise bad("output activation", b_out["activation"], "softmax or sigmoid")
+    if bundle.get("precision") is not None and not isinstance(bundle["precision"], str):
+        raise bad("precision", bundle["precision"], "text such as fp32 or int8")
 
 
 def _format_of(model_path: Path, bundle: dict[str, Any] | None) -> str:
@@ -351,6 +391,8 @@ def _require_engine(fmt: str, path: Path) -> None:
 
 def _open_engine(fmt: str, content: bytes, threads: int | None, path: Path) -> Engine:
     try:
+        if fmt == "onnx":  # the bytes are handed over without their path: say where external data lives
+            return ENGINES[fmt](content, threads, folder=str(path.parent.resolve()))
         return ENGINES[fmt](content, threads)
     except ModelLoadError:
         raise

@@ -56,6 +56,70 @@ def check(fmt: str, content: bytes, path: Path) -> None:
     elif fmt == "onnx":
         if len(content) < 16:
             raise ModelLoadError(f"{path}: not an ONNX model ({len(content)} bytes)")
+        check_onnx_external_data(content, path)
+
+
+def onnx_external_locations(content: bytes) -> list[str]:
+    """The ``location`` of every tensor whose data lives in another file (initializers, Constant attributes,
+    sparse tensors, subgraphs and functions). Raises ValueError when the protobuf is damaged."""
+    from edgepack import protowire as pw
+
+    found: list[str] = []
+
+    def tensor(t: pw.Buffer) -> None:  # TensorProto: external_data = 13 {key = 1, value = 2}
+        for entry in pw.messages(t, 13):
+            kv = {n: bytes(v) for n, w, v in pw.fields(entry) if w == 2}  # type: ignore[arg-type]
+            if kv.get(1) == b"location":
+                found.append(kv.get(2, b"").decode("utf-8", errors="replace"))
+
+    def sparse(s: pw.Buffer) -> None:  # SparseTensorProto: values = 1, indices = 2
+        for number in (1, 2):
+            for t in pw.messages(s, number):
+                tensor(t)
+
+    def nodes(container: pw.Buffer, field: int, depth: int) -> None:  # NodeProto.attribute = 5
+        for node in pw.messages(container, field):
+            for attr in pw.messages(node, 5):  # AttributeProto: t 5, g 6, tensors 10, graphs 11, sparse 22/23
+                for n, w, v in pw.fields(attr):
+                    if w != 2:
+                        continue
+                    if n in (5, 10):
+                        tensor(v)  # type: ignore[arg-type]
+                    elif n in (6, 11):
+                        graph(v, depth + 1)  # type: ignore[arg-type]
+                    elif n in (22, 23):
+                        sparse(v)  # type: ignore[arg-type]
+
+    def graph(g: pw.Buffer, depth: int) -> None:  # GraphProto: node 1, initializer 5, sparse_initializer 15
+        if depth > 64:
+            raise ValueError("subgraphs nested more than 64 deep")
+        for t in pw.messages(g, 5):
+            tensor(t)
+        for s in pw.messages(g, 15):
+            sparse(s)
+        nodes(g, 1, depth)
+
+    for g in pw.messages(content, 7):  # ModelProto: graph 7, functions 25 (FunctionProto.node = 7)
+        graph(g, 0)
+    for f in pw.messages(content, 25):
+        nodes(f, 7, 0)
+    return found
+
+
+def check_onnx_external_data(content: bytes, path: Path) -> None:
+    """Refuse external data that is not a file inside the model's own folder (absolute, ``..``, a symlink out)."""
+    try:
+        locations = onnx_external_locations(content)
+    except ValueError as e:
+        raise ModelLoadError(f"{path}: not a valid onnx model: {e}") from None
+    folder = path.parent.resolve()
+    for loc in dict.fromkeys(locations):
+        target = (folder / loc).resolve()
+        if not loc or Path(loc).is_absolute() or (target != folder and folder not in target.parents):
+            raise ModelLoadError(f"{path}: external data {loc!r} points outside the model's folder {folder}; "
+                                 "external data must be a file beside the model or below its folder")  # fmt: skip
+        if not target.is_file():
+            raise ModelLoadError(f"{path}: external data {loc!r} not found in the model's folder {folder}")
 
 
 class _Bad(Exception):

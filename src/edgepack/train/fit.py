@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgepack.data import Dataset, save_to_run
-from edgepack.files import atomic_path
+from edgepack.files import atomic_path, sha256_file
 from edgepack.manifest import Artifact, RunDir
 from edgepack.recipe import TrainSettings, to_plain
 from edgepack.spec import ModelSpec, Preprocess, TensorSpec, default_labels
@@ -157,7 +157,7 @@ def train_stage(run: RunDir, data: Dataset, settings: TrainSettings, progress: b
     log.info("baseline test accuracy %.4f", metrics["accuracy"])
     run.manifest["dataset"] = data.info()
     run.manifest["model"] = spec.to_dict()
-    save_to_run(data, run.path)
+    run.manifest["dataset"]["sha256"] = sha256_file(run.path / save_to_run(data, run.path))  # checked when read
     artifact = Artifact(
         name="baseline", path=save_model(model, run, "baseline"), format="keras", precision="fp32",
         stage="train", parent=None, settings=to_plain(settings), metrics=metrics,
