@@ -229,6 +229,10 @@ def cmd_export(args: argparse.Namespace) -> int:
                    int8_activations="int8_activations")  # fmt: skip
     if args.no_fold_transposes:
         given["fold_transposes"] = False
+    if args.tflm is not None:
+        given["tflm"] = args.tflm
+    if args.board is not None:
+        given["boards"] = args.board
     settings = _replace(ExportSettings(), {**given, "allow_parity_failure": args.allow_parity_failure})
     run = RunDir.open(args.dir)
     from edgepack.export import export_stage, parity_report, plan, verify_stage
@@ -434,6 +438,11 @@ def _add_export(sub: Any, name: str) -> None:
     p.add_argument("--allow-parity-failure", action="store_true",
                    help="keep files that fail the parity gate (recorded in the manifest) and exit 0")  # fmt: skip
     p.add_argument("--verify-only", action="store_true", help="rerun the parity gate on the existing exports")
+    p.add_argument("--tflm", action=argparse.BooleanOptionalAction, default=None,
+                   help="verify every int8 .tflite in TensorFlow Lite for Microcontrollers: parity with LiteRT, "
+                   "arena, C bundle NAME.tflm/, board fit (default: on where tflite-micro is installed)")  # fmt: skip
+    p.add_argument("--board", metavar="NAME|all", help="boards for the RAM/flash fit: comma list of nano33ble, "
+                   "stm32l4r5zi, stm32h7a3zi, esp32s3, rp2040, or all (default all)")  # fmt: skip
     _common(p)
 
 

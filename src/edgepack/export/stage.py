@@ -7,6 +7,7 @@ compressed model exists the baseline is also exported at fp32 as the size/accura
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import sys
@@ -42,10 +43,11 @@ class Job:
     format: str
     precision: str
     qat: bool = False
+    mcu: bool = False  # issue 15: the all-int8 twin (NAME-mcu) of a mixed int8 .tflite, for microcontrollers
 
     @property
     def name(self) -> str:
-        return f"{self.source.name}-{self.format}-{self.precision}"
+        return f"{self.source.name}-{self.format}-{self.precision}" + ("-mcu" if self.mcu else "")
 
     @property
     def path(self) -> str:
@@ -67,6 +69,10 @@ def plan(run: RunDir, settings: ExportSettings) -> list[Job]:
                           f"training images; choose 1 to {n_train}")  # fmt: skip
     formats = [f.value for f in settings.formats]
     precisions = [p.value for p in settings.precisions]
+    if settings.tflm:  # asked for explicitly: fail before any work (edgepack.mcu)
+        from edgepack.mcu.stage import require
+
+        require(settings)
     jobs = [Job(float_source, f, p) for f in formats for p in precisions if p in SUPPORTED[f]]
     skipped = [f"{f} {p}" for f in formats for p in precisions if p not in SUPPORTED[f]]
     if skipped:
@@ -79,6 +85,13 @@ def plan(run: RunDir, settings: ExportSettings) -> list[Job]:
         raise ConfigError(f"--formats {','.join(formats)} --precisions {','.join(precisions)}: nothing to export; "
                           "onnx supports fp32, dynamic, int8")  # fmt: skip
     return jobs
+
+
+def tflm_on(settings: ExportSettings) -> bool:
+    """TFLM verification: as set, else on where tflite-micro is installed (issue 15)."""
+    from edgepack.mcu import tflm_available
+
+    return tflm_available() if settings.tflm is None else settings.tflm
 
 
 def load_keras(path: str | Path) -> Any:
@@ -109,16 +122,26 @@ def export_stage(run: RunDir, settings: ExportSettings, progress: bool = True) -
     artifacts: list[Artifact] = []
     size_ref = None if jobs[0].is_size_reference else _size_reference_in_memory(run)
     with tempfile.TemporaryDirectory(prefix="edgepack-export-") as tmp, _progress(progress, len(jobs)) as advance:
-        for job in jobs:
+
+        def make_and_verify(job: Job) -> Artifact:
             src = job.source
             if src.name not in models:
                 models[src.name] = load_keras(run.file(src))
                 references[src.name] = _keras_probs(models[src.name], data.x_test, data.scale)
-            advance(job.name)
             made = _make(job, models[src.name], run.path / job.path, calibration, settings, Path(tmp))
-            artifacts.append(_verify(run, job, references[src.name], data, settings, models[src.name], made, size_ref))
+            return _verify(run, job, references[src.name], data, settings, models[src.name], made, size_ref)
+
+        for job in jobs:
+            advance(job.name)
+            artifacts.append(make_and_verify(job))
             if job.is_size_reference:
                 size_ref = {"artifact": job.name, "gzip_bytes": artifacts[-1].metrics["gzip_bytes"], "exported": True}
+        if tflm_on(settings):  # issue 15: TFLM parity, arena, C bundle, LUT, boards (all-int8 twins of mixed files)
+            from edgepack.mcu.stage import mcu_stage
+
+            by_name = {j.name: j for j in jobs}
+            twin = lambda name: make_and_verify(dataclasses.replace(by_name[name], mcu=True))  # noqa: E731
+            artifacts = mcu_stage(run, artifacts, settings.boards, data, twin)
     failed = [a for a in artifacts if not a.parity["passed"]]
     run.manifest["export"] = {
         "allow_parity_failure": settings.allow_parity_failure,
@@ -150,7 +173,7 @@ def verify_stage(run: RunDir, settings: ExportSettings) -> list[Artifact]:
         if src.name not in models:
             models[src.name] = load_keras(run.file(src))
             refs[src.name] = _keras_probs(models[src.name], data.x_test, data.scale)
-        job = Job(src, a.format, a.precision, qat=src.stage == "qat")
+        job = Job(src, a.format, a.precision, qat=src.stage == "qat", mcu=bool(a.settings.get("mcu")))
         artifacts.append(_verify(run, job, refs[src.name], data, settings, models[src.name], size_ref=size_ref))
     failed = [a for a in artifacts if not a.parity["passed"]]
     run.manifest.setdefault("export", {}).update(
@@ -176,7 +199,9 @@ def _make(job: Job, model: Any, path: Path, calibration: np.ndarray, settings: E
         made: dict[str, Any] = {}
         if job.precision == "int8" and not job.qat:
             made["int8_layers"] = settings.int8_layers.value
-            if settings.int8_layers.value == "auto":
+            if job.mcu:
+                made["mcu"] = True  # all-int8 with int8 input and output: no latency plan for this host
+            elif settings.int8_layers.value == "auto":
                 content, made["latency_plan"] = _plan_tflite(model, content, calibration, tmp / job.name)
         atomic_write_bytes(path, content)
         return made

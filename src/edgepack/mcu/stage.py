@@ -1,0 +1,150 @@
+"""The MCU step of the export stage: every int8 .tflite through TFLM, its arena, C bundle, LUT file and boards.
+
+Called once by ``export.stage.export_stage`` after the files are made and verified. A mixed float/int8 file (the
+host's latency plan kept an op float) is not what a microcontroller gets: ``twin(name)`` makes and verifies its
+all-int8 sibling ``NAME-mcu`` through the export stage's own make/verify path, and that file goes to the boards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack.errors import ConfigError
+from edgepack.files import atomic_write_bytes, atomic_write_json, sha256_file
+from edgepack.manifest import Artifact, RunDir
+from edgepack.mcu import arena as _arena
+from edgepack.mcu import cbundle, lut, tflm
+from edgepack.mcu.boards import BOARDS, resolve
+from edgepack.mcu.ops import read
+
+log = logging.getLogger(__name__)
+
+
+def tflm_version() -> str:
+    import tflite_micro
+
+    return str(tflite_micro.__version__)
+
+
+def verify_content(content: bytes, what: str, x: np.ndarray, y: np.ndarray, litert_probs: np.ndarray,
+                   out_scale: float, macs: int | None, boards: tuple[str, ...]) -> dict[str, Any]:  # fmt: skip
+    """TFLM parity (against ``litert_probs`` of the same or the uncompressed file), the measured arena, flash and
+    board fit of one all-int8 file; ConfigError (exit 2) for a file TFLM cannot or should not run."""
+    facts = tflm.check_file(content, what)
+    arena = _arena.measure(content)
+    probs = tflm.run_images(content, x, arena["arena_bytes"])  # the whole eval set with exactly the measured arena
+    verdict = tflm.parity(probs, litert_probs, y, out_scale)
+    fits = [BOARDS[b].fit(arena["recommended_bytes"], len(content)) for b in boards]
+    estimates = [BOARDS[b].estimate(macs) for b in boards] if macs else []
+    return {"ops": facts.op_set, "flash_bytes": len(content), "arena": arena, "parity": verdict,
+            "boards": fits, "latency_estimates": estimates}  # fmt: skip
+
+
+def mcu_stage(run: RunDir, artifacts: list[Artifact], boards: tuple[str, ...] | str, data: Any,
+              twin: Callable[[str], Artifact]) -> list[Artifact]:  # fmt: skip
+    """Verify every int8 .tflite of ``artifacts`` in TFLM (records ``metrics["tflm"]`` and the bundle's ``tflm``);
+    returns ``artifacts`` plus any all-int8 twins made. A TFLM parity failure fails the artifact's parity gate."""
+    boards = resolve(boards)
+    version = tflm_version()
+    labels = list(run.manifest["dataset"]["class_names"])
+    out = list(artifacts)
+    for a in [a for a in artifacts if a.format == "tflite" and a.precision == "int8"]:
+        content = (run.path / a.path).read_bytes()
+        facts = read(content)
+        target = a
+        if not facts.all_int8:
+            target = twin(a.name)
+            out.append(target)
+            ins, outs = facts.io_types()
+            _record(run, a, {"mcu_file": target.name, "mcu_path": target.path,
+                             "reason": f"{a.name} is mixed for this host's latency ({facts.float_tensors} float "
+                                       f"tensors, input {ins[0]}, output {outs[0]}); a microcontroller without a "
+                                       f"vector FPU gets the all-int8 {target.name}"})  # fmt: skip
+            content = (run.path / target.path).read_bytes()
+        _record(run, target, _verify_target(run, target, content, data, boards, labels, version))
+    run.manifest["mcu"] = {"tflm_version": version, "boards": [_board_row(BOARDS[b]) for b in boards],
+                           "arena_margin": f"+{_arena.MARGIN_FRACTION:.0%} + {_arena.MARGIN_BYTES} bytes",
+                           "ram_counts": "arena.h size (measured arena + margin) + the board's runtime RAM",
+                           "flash_counts": "model bytes + the board's runtime flash"}  # fmt: skip
+    run.save()
+    return out
+
+
+def _verify_target(run: RunDir, a: Artifact, content: bytes, data: Any, boards: tuple[str, ...], labels: list[str],
+                   version: str) -> dict[str, Any]:  # fmt: skip
+    from edgepack.export.parity import run_file
+
+    path = run.path / a.path
+    try:
+        litert, _ = run_file(path, data.x_test)
+        scale = tflm.output_scale(content)
+        block = verify_content(content, a.path, data.x_test, data.y_test, litert, scale, a.metrics.get("macs"), boards)
+    except ConfigError as e:
+        log.warning("%s", e)
+        return {"supported": False, "refusal": str(e)}
+    block["supported"] = True
+    block["bundle"] = cbundle.write(path.parent / f"{a.name}.tflm", content, a.path, block["ops"], block["arena"],
+                                    labels, version)  # fmt: skip
+    packed = lut.compress(content)
+    if packed is not None:
+        small, chosen = packed
+        lut_path = path.with_name(f"{a.name}-lut.tflite")
+        atomic_write_bytes(lut_path, small)
+        lb = verify_content(small, str(lut_path.relative_to(run.path)), data.x_test, data.y_test, litert, scale,
+                            a.metrics.get("macs"), boards)  # fmt: skip
+        lb.update(file=str(lut_path.relative_to(run.path)), sha256=sha256_file(lut_path), tensors=chosen,
+                  flash_saved_bytes=len(content) - len(small), compared_with=f"LiteRT run of {a.path}",
+                  note="decoded weights are placed in the arena: LUT saves flash and costs RAM")  # fmt: skip
+        lb["bundle"] = cbundle.write(path.parent / f"{a.name}-lut.tflm", small, lb["file"], lb["ops"], lb["arena"],
+                                     labels, version)  # fmt: skip
+        block["lut"] = lb
+    failures = [f for f in block["parity"]["failures"]] + [f"LUT file: {f}" for f in block.get("lut", {}).get(
+        "parity", {}).get("failures", [])]  # fmt: skip
+    if failures:
+        a.parity = {**(a.parity or {}), "passed": False, "failures": [*(a.parity or {}).get("failures", []), *failures]}
+    log.info("%s in TFLM: agreement with LiteRT %.4f, arena %d bytes, flash %d bytes", a.name,
+             block["parity"]["top1_agreement"], block["arena"]["arena_bytes"], block["flash_bytes"])  # fmt: skip
+    return block
+
+
+def _record(run: RunDir, a: Artifact, block: dict[str, Any]) -> None:
+    """Put ``block`` in the artifact's metrics and its bundle (NAME.json), and re-record the artifact."""
+    a.metrics["tflm"] = block
+    run.add_artifact(a)
+    bundle = (run.path / a.path).with_suffix(".json")
+    if bundle.is_file():
+        doc = json.loads(bundle.read_text(encoding="utf-8"))
+        doc["tflm"] = block
+        doc["parity"] = a.parity
+        atomic_write_json(bundle, doc)
+
+
+def _board_row(b: Any) -> dict[str, Any]:
+    return {"name": b.name, "title": b.title, "core": b.core, "mhz": b.mhz, "ram_bytes": b.ram_bytes,
+            "flash_bytes": b.flash_bytes, "runtime_ram_bytes": b.runtime_ram_bytes,
+            "runtime_flash_bytes": b.runtime_flash_bytes, "overhead_basis": b.overhead_basis, "note": b.note,
+            "rate_source": b.rate.source if b.rate else None}  # fmt: skip
+
+
+
+
+def require(settings: Any) -> None:
+    """``--tflm`` asked for explicitly: tflite-micro must be installed and an int8 .tflite must be among the
+    exports (TFLM verifies int8 files only); ConfigError (exit 2) otherwise, before any work."""
+    from edgepack.mcu import tflm_available
+
+    formats = [f.value for f in settings.formats]
+    precisions = [p.value for p in settings.precisions]
+    if "tflite" not in formats or "int8" not in precisions:
+        raise ConfigError(f"--tflm with --formats {','.join(formats)} --precisions {','.join(precisions)}: TFLM "
+                          "verifies int8 .tflite files only (float files do not go to a microcontroller); add "
+                          "tflite to --formats and int8 to --precisions")  # fmt: skip
+    if not tflm_available():
+        raise ConfigError("--tflm: the tflite-micro package is not installed (x86_64 only); "
+                          "pip install 'edgepack[train]' or pass --no-tflm")  # fmt: skip
