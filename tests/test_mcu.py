@@ -91,7 +91,8 @@ def test_tflm_agrees_with_litert_on_the_eval_set_and_fits_the_boards(int8_file, 
     assert [f["board"] for f in block["boards"]] == ["nano33ble", "rp2040"]
     assert all(f["fits"] for f in block["boards"])  # ~230 KB model, ~30 KB arena
     est = {e["board"]: e for e in block["latency_estimates"]}
-    assert est["nano33ble"]["kind"] == "estimate" and "MLPerf Tiny" in est["nano33ble"]["source"]
+    assert est["nano33ble"]["kind"] == "estimate"
+    assert "MLPerf Tiny" in est["nano33ble"]["source"]
     assert est["rp2040"]["latency_ms_estimate"] is None
 
 
@@ -136,7 +137,8 @@ def test_model_data_cc_compiles_and_writes_back_the_tflite_byte_for_byte(int8_fi
 
     assert out == int8_file.read_bytes()
     text = (bundle / "model_data.cc").read_text()
-    assert f"{len(out)} bytes" in text and __import__("hashlib").sha256(out).hexdigest() in text
+    assert f"{len(out)} bytes" in text
+    assert __import__("hashlib").sha256(out).hexdigest() in text
 
 
 def test_op_resolver_lists_exactly_the_files_operator_codes(int8_file, tmp_path):
@@ -151,9 +153,9 @@ def test_op_resolver_lists_exactly_the_files_operator_codes(int8_file, tmp_path)
 
     assert sorted(by_method[m] for m in methods) == sorted(file_ops)
     assert len(methods) == len(set(methods))
-    assert f"MicroMutableOpResolver<kNumOps>" in header and f"kNumOps = {len(file_ops)};" in header
-    arena = (_bundle(tmp_path / "again", int8_file) / "arena.h").read_text() if (tmp_path / "again").mkdir() is None else ""
-    assert re.search(r"kTensorArenaSize = \d+;", arena)
+    assert "MicroMutableOpResolver<kNumOps>" in header
+    assert f"kNumOps = {len(file_ops)};" in header
+    assert re.search(r"kTensorArenaSize = \d+;", (tmp_path / "b.tflm" / "arena.h").read_text())
 
 
 def test_lut_compressed_clustered_file_is_smaller_and_passes_tflm_parity(clustered_file, tiny_data):
@@ -203,7 +205,8 @@ def test_an_op_tflm_lacks_is_refused_in_one_line_naming_it(int8_file):
 
     with pytest.raises(ConfigError, match="TFLM has no kernel for op TOPK_V2") as e:
         check_file(patched, "x.tflite")
-    assert e.value.exit_code == 2 and "\n" not in str(e.value)
+    assert e.value.exit_code == 2
+    assert "\n" not in str(e.value)
     assert not runs(patched, 1 << 20)  # the interpreter itself agrees: it has no such kernel
 
 
@@ -231,7 +234,8 @@ def test_bad_mcu_options_exit_2_with_one_line_and_write_nothing(run_copy, capsys
 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert len(err) == 1 and message in err[0]
+    assert len(err) == 1
+    assert message in err[0]
     assert sorted(p.relative_to(run_copy) for p in run_copy.rglob("*")) == before
 
 
@@ -242,9 +246,13 @@ def test_boards_fit_counts_runtime_overheads_and_refuses_unknown_names():
     fits = nano.fit(100_000, 200_000)
     too_big = nano.fit(nano.ram_bytes, 200_000)
 
-    assert resolve("all") == tuple(BOARDS) and resolve("rp2040,nano33ble") == ("rp2040", "nano33ble")
-    assert fits["ram_bytes"] == 100_000 + nano.runtime_ram_bytes and fits["fits"]
-    assert not too_big["fits"] and not too_big["ram_fits"] and too_big["flash_fits"]
+    assert resolve("all") == tuple(BOARDS)
+    assert resolve("rp2040,nano33ble") == ("rp2040", "nano33ble")
+    assert fits["ram_bytes"] == 100_000 + nano.runtime_ram_bytes
+    assert fits["fits"]
+    assert not too_big["fits"]
+    assert not too_big["ram_fits"]
+    assert too_big["flash_fits"]
     with pytest.raises(ConfigError, match="unknown board"):
         resolve(["stm32l4r5zi", "esp8266"])
 
@@ -262,12 +270,47 @@ def test_export_stage_verifies_int8_tflite_in_tflm_and_writes_bundles_and_report
     blocks = mcu_blocks(manifest)
     assert code == 0
     assert "tflm" not in arts["baseline-tflite-fp32"]["metrics"]
-    assert t["parity"]["passed"] and t["parity"]["top1_agreement"] >= 0.99
-    assert t["arena"]["arena_bytes"] > 0 and t["flash_bytes"] == arts["baseline-tflite-int8"]["metrics"]["size_bytes"]
+    assert t["parity"]["passed"]
+    assert t["parity"]["top1_agreement"] >= 0.99
+    assert t["arena"]["arena_bytes"] > 0
+    assert t["flash_bytes"] == arts["baseline-tflite-int8"]["metrics"]["size_bytes"]
     assert [f["board"] for f in t["boards"]] == ["nano33ble", "stm32h7a3zi"]
     assert bundle["tflm"]["arena"]["arena_bytes"] == t["arena"]["arena_bytes"]
     assert sorted(p.name for p in (run_copy / "export" / "baseline-tflite-int8.tflm").iterdir()) == sorted(
         ["arena.h", "main.cc", "model_data.cc", "model_data.h", "op_resolver.h"])  # fmt: skip
     tables = [b for b in blocks if b[0] == "table"]
-    assert tables[0][2][0][0] == "export/baseline-tflite-int8.tflite" and tables[0][2][0][-1] == "PASS"
+    assert tables[0][2][0][0] == "export/baseline-tflite-int8.tflite"
+    assert tables[0][2][0][-1] == "PASS"
     assert any(b[0] == "h2" and "ESTIMATES" in b[1] for b in blocks)
+
+
+def test_mcu_command_verifies_one_file_and_refuses_a_float_file_or_an_op_tflm_lacks(
+    int8_file, baseline_model, tiny_data, tmp_path, capsys
+):
+    from edgepack.export.tflite import convert_tflite
+
+    shutil.copyfile(int8_file, tmp_path / "m.tflite")
+    np.savez(tmp_path / "eval.npz", x=tiny_data.x_test, y=tiny_data.y_test, class_names=np.array(tiny_data.class_names))
+    (tmp_path / "f.tflite").write_bytes(convert_tflite(baseline_model, "fp32"))
+    (tmp_path / "op.tflite").write_bytes(_with_opcode(int8_file.read_bytes(), "SOFTMAX", "TOPK_V2"))
+
+    ok = main(["mcu", str(tmp_path / "m.tflite"), "--board", "rp2040", "--json"])
+    block = json.loads(capsys.readouterr().out)
+    codes = {}
+    for name in ("f.tflite", "op.tflite"):
+        codes[name] = main(["mcu", str(tmp_path / name)])
+        codes[name + " err"] = capsys.readouterr().err.strip().splitlines()
+
+    assert ok == 0
+    assert block["parity"]["passed"]
+    assert block["parity"]["n_eval"] == 200
+    assert [f["board"] for f in block["boards"]] == ["rp2040"]
+    assert (tmp_path / "m.tflm" / "op_resolver.h").is_file()
+    assert codes["f.tflite"] == 2
+    assert codes["op.tflite"] == 2
+    assert len(codes["f.tflite err"]) == 1
+    assert "not an all-int8 file" in codes["f.tflite err"][0]
+    assert codes["op.tflite err"] == [f"edgepack: error: {tmp_path / 'op.tflite'}: TFLM has no kernel for op "
+                                      "TOPK_V2; TFLM runs only the ops of its MicroMutableOpResolver"]  # fmt: skip
+    assert not (tmp_path / "f.tflm").exists()
+    assert not (tmp_path / "op.tflm").exists()

@@ -71,6 +71,10 @@ def mcu_blocks(manifest: dict[str, Any]) -> list[tuple]:
     if fit_rows:
         blocks.append(("p", f"Board fit: RAM = {mcu['ram_counts']}; flash = {mcu['flash_counts']}."))
         blocks.append(("table", ["file", *names], fit_rows))
+    choice = board_files(manifest)
+    if any(c["file"] for c in choice):
+        blocks.append(("p", "Which file each board gets, and why:"))
+        blocks.append(("table", ["board", "file", "why"], [[c["board"], c["file"] or "—", c["why"]] for c in choice]))
     board_rows = [[b["name"], b["title"], f"{b['core']} {b['mhz']} MHz", _kb(b["ram_bytes"]), _kb(b["flash_bytes"]),
                    _kb(b["runtime_ram_bytes"]), _kb(b["runtime_flash_bytes"]), b["overhead_basis"]]
                   for b in mcu["boards"]]  # fmt: skip
@@ -91,3 +95,53 @@ def mcu_blocks(manifest: dict[str, Any]) -> list[tuple]:
                                 f"{k}: {v}" for k, v in sources.items()) + ". Boards without a result: no estimate."))  # fmt: skip
         blocks.append(("table", ["file", *names], est_rows))
     return blocks
+
+
+def summary_lines(manifest: dict[str, Any]) -> list[str]:
+    """One line per TFLM-verified file for the command-line summary: verdict, arena, flash, board fit."""
+    lines = []
+    for a in manifest.get("artifacts", []):
+        block = (a.get("metrics") or {}).get("tflm")
+        if block and "mcu_file" in block:
+            lines.append(f"  {a['name']}: mixed float/int8 for this host; microcontrollers get {block['mcu_file']}")
+    for label, block, _ in _files(manifest):
+        if not block.get("supported", True):
+            lines.append(f"  {label}: not verified in TFLM: {block['refusal']}")
+            continue
+        p = block["parity"]
+        fits = ", ".join(f"{f['board']} {'fits' if f['fits'] else 'NO'}" for f in block["boards"])
+        lines.append(f"  {label}: TFLM {'PASS' if p['passed'] else 'FAIL'} (agreement with LiteRT "
+                     f"{p['top1_agreement']:.4f}), arena {block['arena']['arena_bytes']:,} B, flash "
+                     f"{block['flash_bytes']:,} B; {fits}")  # fmt: skip
+    return ["microcontrollers (TFLM):", *lines] if lines else []
+
+
+def board_files(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per board, the file it gets: among the TFLM-verified all-int8 files that pass and fit, the most accurate in
+    TFLM, then the least RAM (what the application is usually short of), then the least flash; with why (and why
+    not the host's mixed file)."""
+    mixed = [
+        a["name"] for a in manifest.get("artifacts", []) if "mcu_file" in ((a.get("metrics") or {}).get("tflm") or {})
+    ]
+    files = [(label, b) for label, b, _ in _files(manifest) if b.get("supported", True)]
+    out = []
+    for board in (manifest.get("mcu") or {}).get("boards", []):
+        fits = []
+        for label, b in files:
+            f = next((f for f in b["boards"] if f["board"] == board["name"]), None)
+            if f is not None and f["fits"] and b["parity"]["passed"]:
+                fits.append((label, b, f))
+        if not fits:
+            out.append({"board": board["name"], "file": None, "why": "no verified file fits its RAM and flash"})
+            continue
+        label, b, f = max(fits, key=lambda t: (t[1]["parity"]["accuracy"], -t[2]["ram_bytes"], -t[2]["flash_bytes"]))
+        why = (f"all-int8, TFLM accuracy {b['parity']['accuracy']:.4f}, RAM {f['ram_pct']:.0f}%, flash "
+               f"{f['flash_pct']:.0f}%")  # fmt: skip
+        left_out = [lb for lb, bb in files if lb != label and not any(
+            x["board"] == board["name"] and x["fits"] for x in bb["boards"])]  # fmt: skip
+        if left_out:
+            why += "; does not fit: " + ", ".join(left_out)
+        if mixed:
+            why += f"; not {', '.join(mixed)} (float ops kept for this host's latency; an MCU runs the int8 kernels)"
+        out.append({"board": board["name"], "file": label, "why": why})
+    return out

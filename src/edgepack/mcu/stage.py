@@ -72,44 +72,81 @@ def mcu_stage(run: RunDir, artifacts: list[Artifact], boards: tuple[str, ...] | 
                            "arena_margin": f"+{_arena.MARGIN_FRACTION:.0%} + {_arena.MARGIN_BYTES} bytes",
                            "ram_counts": "arena.h size (measured arena + margin) + the board's runtime RAM",
                            "flash_counts": "model bytes + the board's runtime flash"}  # fmt: skip
+    from edgepack.mcu.report import board_files
+
+    run.manifest["mcu"]["board_files"] = board_files(run.manifest)
     run.save()
     return out
 
 
 def _verify_target(run: RunDir, a: Artifact, content: bytes, data: Any, boards: tuple[str, ...], labels: list[str],
                    version: str) -> dict[str, Any]:  # fmt: skip
-    from edgepack.export.parity import run_file
-
-    path = run.path / a.path
+    """``verify_file`` for an export artifact; a TFLM parity failure (its own or its LUT file's) fails the gate."""
     try:
-        litert, _ = run_file(path, data.x_test)
-        scale = tflm.output_scale(content)
-        block = verify_content(content, a.path, data.x_test, data.y_test, litert, scale, a.metrics.get("macs"), boards)
+        block = verify_file(run.path / a.path, content, data.x_test, data.y_test, a.metrics.get("macs"), boards,
+                            labels, version, a.path)  # fmt: skip
     except ConfigError as e:
         log.warning("%s", e)
         return {"supported": False, "refusal": str(e)}
+    failures = list(block["parity"]["failures"]) + [f"LUT file: {f}" for f in block.get("lut", {}).get(
+        "parity", {}).get("failures", [])]  # fmt: skip
+    if failures:
+        a.parity = {**(a.parity or {}), "passed": False, "failures": [*(a.parity or {}).get("failures", []), *failures]}
+    return block
+
+
+def verify_file(path: Path, content: bytes, x: np.ndarray, y: np.ndarray, macs: int | None, boards: tuple[str, ...],
+                labels: list[str], version: str, what: str) -> dict[str, Any]:  # fmt: skip
+    """TFLM parity, arena, flash, boards and the C bundle (NAME.tflm/ beside the file) of one all-int8 .tflite,
+    and the same for its LUT-compressed sibling NAME-lut.tflite when its weights are clustered."""
+    from edgepack.export.parity import run_file
+
+    tflm.check_file(content, what)  # before any work: one line, exit 2
+    litert, _ = run_file(path, x)
+    scale = tflm.output_scale(content)
+    block = verify_content(content, what, x, y, litert, scale, macs, boards)
     block["supported"] = True
-    block["bundle"] = cbundle.write(path.parent / f"{a.name}.tflm", content, a.path, block["ops"], block["arena"],
+    block["bundle"] = cbundle.write(path.with_name(f"{path.stem}.tflm"), content, what, block["ops"], block["arena"],
                                     labels, version)  # fmt: skip
     packed = lut.compress(content)
     if packed is not None:
         small, chosen = packed
-        lut_path = path.with_name(f"{a.name}-lut.tflite")
+        lut_path = path.with_name(f"{path.stem}-lut.tflite")
+        lut_what = str(Path(what).with_name(lut_path.name))
         atomic_write_bytes(lut_path, small)
-        lb = verify_content(small, str(lut_path.relative_to(run.path)), data.x_test, data.y_test, litert, scale,
-                            a.metrics.get("macs"), boards)  # fmt: skip
-        lb.update(file=str(lut_path.relative_to(run.path)), sha256=sha256_file(lut_path), tensors=chosen,
-                  flash_saved_bytes=len(content) - len(small), compared_with=f"LiteRT run of {a.path}",
+        lb = verify_content(small, lut_what, x, y, litert, scale, macs, boards)
+        lb.update(file=lut_what, sha256=sha256_file(lut_path), tensors=chosen,
+                  flash_saved_bytes=len(content) - len(small), compared_with=f"LiteRT run of {what}",
                   note="decoded weights are placed in the arena: LUT saves flash and costs RAM")  # fmt: skip
-        lb["bundle"] = cbundle.write(path.parent / f"{a.name}-lut.tflm", small, lb["file"], lb["ops"], lb["arena"],
-                                     labels, version)  # fmt: skip
+        lb["bundle"] = cbundle.write(path.with_name(f"{lut_path.stem}.tflm"), small, lut_what, lb["ops"],
+                                     lb["arena"], labels, version)  # fmt: skip
         block["lut"] = lb
-    failures = [f for f in block["parity"]["failures"]] + [f"LUT file: {f}" for f in block.get("lut", {}).get(
-        "parity", {}).get("failures", [])]  # fmt: skip
-    if failures:
-        a.parity = {**(a.parity or {}), "passed": False, "failures": [*(a.parity or {}).get("failures", []), *failures]}
-    log.info("%s in TFLM: agreement with LiteRT %.4f, arena %d bytes, flash %d bytes", a.name,
+    log.info("%s in TFLM: agreement with LiteRT %.4f, arena %d bytes, flash %d bytes", what,
              block["parity"]["top1_agreement"], block["arena"]["arena_bytes"], block["flash_bytes"])  # fmt: skip
+    return block
+
+
+def mcu_file(path: str | Path, boards: tuple[str, ...] | str | None = None,
+             eval_path: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """`edgepack mcu FILE`: ``verify_file`` for one .tflite, on an eval set (default: eval.npz beside the file)."""
+    from edgepack.export.inspect import describe
+
+    path = Path(path)
+    boards = resolve(boards)
+    if path.suffix != ".tflite" or not path.is_file():
+        raise ConfigError(f"{path}: no such .tflite file; TFLM verifies .tflite files")
+    content = path.read_bytes()
+    tflm.check_file(content, str(path))
+    ev_path = Path(eval_path) if eval_path else path.parent / "eval.npz"
+    if not ev_path.is_file():
+        raise ConfigError(f"{path}: no eval set at {ev_path}; give --eval FILE.npz (x: uint8 images, y: labels)")
+    with np.load(ev_path) as ev:
+        x, y = ev["x"], ev["y"]
+        labels = (
+            [str(c) for c in ev["class_names"]] if "class_names" in ev else [str(i) for i in range(int(y.max()) + 1)]
+        )
+    block = verify_file(path, content, x, y, describe(path)["macs"], boards, labels, tflm_version(), str(path))
+    block["eval"] = str(ev_path)
     return block
 
 
@@ -130,8 +167,6 @@ def _board_row(b: Any) -> dict[str, Any]:
             "flash_bytes": b.flash_bytes, "runtime_ram_bytes": b.runtime_ram_bytes,
             "runtime_flash_bytes": b.runtime_flash_bytes, "overhead_basis": b.overhead_basis, "note": b.note,
             "rate_source": b.rate.source if b.rate else None}  # fmt: skip
-
-
 
 
 def require(settings: Any) -> None:
