@@ -175,6 +175,10 @@ def verify_stage(run: RunDir, settings: ExportSettings) -> list[Artifact]:
             refs[src.name] = _keras_probs(models[src.name], data.x_test, data.scale)
         job = Job(src, a.format, a.precision, qat=src.stage == "qat", mcu=bool(a.settings.get("mcu")))
         artifacts.append(_verify(run, job, refs[src.name], data, settings, models[src.name], size_ref=size_ref))
+    if tflm_on(settings):  # issue 15: TFLM again for the re-verified int8 .tflite files (twins are among them)
+        from edgepack.mcu.stage import existing_twin, mcu_stage
+
+        artifacts = mcu_stage(run, artifacts, settings.boards, data, lambda name: existing_twin(artifacts, name))
     failed = [a for a in artifacts if not a.parity["passed"]]
     run.manifest.setdefault("export", {}).update(
         {"parity_failed": [a.name for a in failed], "parity_overridden": bool(failed) and settings.allow_parity_failure}

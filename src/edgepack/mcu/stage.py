@@ -54,13 +54,15 @@ def mcu_stage(run: RunDir, artifacts: list[Artifact], boards: tuple[str, ...] | 
     version = tflm_version()
     labels = list(run.manifest["dataset"]["class_names"])
     out = list(artifacts)
-    for a in [a for a in artifacts if a.format == "tflite" and a.precision == "int8"]:
+    # twins (settings["mcu"]) are verified through the mixed file they stand in for
+    for a in [a for a in artifacts if a.format == "tflite" and a.precision == "int8" and not a.settings.get("mcu")]:
         content = (run.path / a.path).read_bytes()
         facts = read(content)
         target = a
         if not facts.all_int8:
             target = twin(a.name)
-            out.append(target)
+            if target.name not in {o.name for o in out}:
+                out.append(target)
             ins, outs = facts.io_types()
             _record(run, a, {"mcu_file": target.name, "mcu_path": target.path,
                              "reason": f"{a.name} is mixed for this host's latency ({facts.float_tensors} float "
@@ -183,3 +185,12 @@ def require(settings: Any) -> None:
     if not tflm_available():
         raise ConfigError("--tflm: the tflite-micro package is not installed (x86_64 only); "
                           "pip install 'edgepack[train]' or pass --no-tflm")  # fmt: skip
+
+
+def existing_twin(artifacts: list[Artifact], name: str) -> Artifact:
+    """The all-int8 twin already exported for the mixed file ``name`` (re-verification makes no new files)."""
+    twin = next((a for a in artifacts if a.name == f"{name}-mcu"), None)
+    if twin is None:
+        raise ConfigError(f"{name}: mixed float/int8 and its all-int8 twin {name}-mcu was not exported; rerun "
+                          "`edgepack export` (not --verify-only) to make it")  # fmt: skip
+    return twin
