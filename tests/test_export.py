@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from edgepack.cli import main
+from edgepack.mcu import tflm_available
 
 PRUNED_SPARSITY = 0.8
 
@@ -83,7 +84,8 @@ def _exports(run_path: Path) -> dict:
 def test_export_makes_every_format_and_precision_and_each_passes_the_gate(exported):
     exports = _exports(exported)
 
-    assert set(exports) == EXPECTED
+    mixed = exports["pruned-tflite-int8"]["settings"].get("latency_plan", {}).get("decision") == "mixed"
+    assert set(exports) == EXPECTED | ({"pruned-tflite-int8-mcu"} if mixed and tflm_available() else set())
     for name, a in exports.items():
         assert a["parity"]["passed"], (name, a["parity"]["failures"])
         assert a["parity"]["n_eval"] == 200
@@ -94,6 +96,29 @@ def test_export_makes_every_format_and_precision_and_each_passes_the_gate(export
             assert a["parity"]["accuracy_drop_points"] <= 1.0, name
     assert {a["parent"] for a in exports.values()} == {"pruned", "qat", "baseline"}
     assert exports["qat-onnx-int8"]["settings"]["from_qat"] is True
+
+
+@pytest.mark.skipif(not tflm_available(), reason="tflite-micro (x86_64 wheels only) is not installed")
+def test_every_int8_tflite_is_verified_in_tflm_or_points_to_its_all_int8_twin(exported):
+    from edgepack.mcu.ops import read
+
+    exports = _exports(exported)
+    for name, a in exports.items():
+        if a["format"] != "tflite" or a["precision"] != "int8":
+            assert "tflm" not in a["metrics"], name
+            continue
+        t = a["metrics"]["tflm"]
+        if "mcu_file" in t:  # mixed for this host: the MCU gets the all-int8 twin, verified like any export
+            assert not read((exported / a["path"]).read_bytes()).all_int8
+            assert t["mcu_file"] == f"{name}-mcu"
+            assert exports[t["mcu_file"]]["parity"]["passed"]
+            continue
+        assert read((exported / a["path"]).read_bytes()).all_int8, name
+        assert t["parity"]["passed"], (name, t["parity"])
+        assert t["parity"]["top1_agreement"] >= 0.99, name
+        assert t["arena"]["arena_bytes"] > 0
+        assert (exported / "export" / f"{name}.tflm" / "model_data.cc").is_file()
+        assert len(t["boards"]) == 5
 
 
 def test_every_export_opens_in_onnx_checker_or_litert(exported):

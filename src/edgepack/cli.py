@@ -281,6 +281,10 @@ def cmd_export(args: argparse.Namespace) -> int:
                    int8_activations="int8_activations")  # fmt: skip
     if args.no_fold_transposes:
         given["fold_transposes"] = False
+    if args.tflm is not None:
+        given["tflm"] = args.tflm
+    if args.board is not None:
+        given["boards"] = args.board
     settings = _replace(ExportSettings(), {**given, "allow_parity_failure": args.allow_parity_failure})
     run = RunDir.open(args.dir)
     from edgepack.export import export_stage, parity_report, plan, verify_stage
@@ -293,6 +297,39 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = {"run_dir": str(run.path), "artifacts": [a.to_dict() for a in artifacts]}
     _emit(args, result, parity_report(artifacts))
     return 0
+
+
+def cmd_mcu(args: argparse.Namespace) -> int:
+    from edgepack.mcu.boards import resolve
+
+    boards = resolve(args.board or "all")  # bad names before anything loads
+    from edgepack.mcu import tflm_available
+
+    if not tflm_available():
+        raise ConfigError("mcu: the tflite-micro package is not installed (x86_64 only); pip install 'edgepack[train]'")
+    from edgepack.mcu.stage import mcu_file
+
+    block = mcu_file(args.model, boards, args.eval)
+    lines = []
+    for label, b in ((args.model, block), (block.get("lut", {}).get("file"), block.get("lut"))):
+        if not b:
+            continue
+        p, ar = b["parity"], b["arena"]
+        lines += [f"{label} in TFLM: top-1 agreement with LiteRT {p['top1_agreement']:.4f} (n={p['n_eval']}), "
+                  f"accuracy {p['accuracy']:.4f} (LiteRT {p['litert_accuracy']:.4f}): "
+                  + ("PASS" if p["passed"] else "FAIL: " + "; ".join(p["failures"])),
+                  f"  arena {ar['arena_bytes']:,} bytes (head {ar['head_bytes']:,}, tail {ar['tail_bytes']:,}), "
+                  f"arena.h {ar['recommended_bytes']:,}; flash {b['flash_bytes']:,} bytes; C bundle {b['bundle']['dir']}/"]  # fmt: skip
+        lines += [f"  {f['board']:<12} {'fits' if f['fits'] else 'does not fit'}: RAM {f['ram_bytes']:,} of "
+                  f"{f['ram_capacity']:,} ({f['ram_pct']:.0f}%), flash {f['flash_bytes']:,} of {f['flash_capacity']:,} "
+                  f"({f['flash_pct']:.0f}%)" for f in b["boards"]]  # fmt: skip
+        est = [f"{e['board']} ~{e['latency_ms_estimate']:.0f} ms" for e in b["latency_estimates"]
+               if e["latency_ms_estimate"] is not None]  # fmt: skip
+        if est:
+            lines.append("  latency ESTIMATE (not measured; MACs / MLPerf Tiny-implied rate): " + ", ".join(est))
+    _emit(args, block, "\n".join(lines))
+    failed = not block["parity"]["passed"] or not block.get("lut", {}).get("parity", {}).get("passed", True)
+    return 1 if failed else 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -373,6 +410,11 @@ def _summary_text(summary: dict[str, Any]) -> str:
         acc = row.get("accuracy")
         acc_text = f"test accuracy {acc:.4f}" if isinstance(acc, float) else ""
         lines.append(f"  {row['name']:<28} {row['format']:<7} {row['precision']:<8} {acc_text}")
+    manifest = Path(summary["run_dir"]) / "manifest.json"
+    if manifest.is_file():  # issue 15: TFLM verdict, arena and board fit per int8 .tflite
+        from edgepack.mcu.report import summary_lines
+
+        lines += summary_lines(json.loads(manifest.read_text(encoding="utf-8")))
     rec = summary.get("recommended")
     if rec:
         lines.append(f"recommended file: {rec['artifact']} ({rec['format']} {rec['precision']}, {rec['runtime']})")
@@ -516,6 +558,11 @@ def _add_export(sub: Any, name: str) -> None:
     p.add_argument("--allow-parity-failure", action="store_true",
                    help="keep files that fail the parity gate (recorded in the manifest) and exit 0")  # fmt: skip
     p.add_argument("--verify-only", action="store_true", help="rerun the parity gate on the existing exports")
+    p.add_argument("--tflm", action=argparse.BooleanOptionalAction, default=None,
+                   help="verify every int8 .tflite in TensorFlow Lite for Microcontrollers: parity with LiteRT, "
+                   "arena, C bundle NAME.tflm/, board fit (default: on where tflite-micro is installed)")  # fmt: skip
+    p.add_argument("--board", metavar="NAME|all", help="boards for the RAM/flash fit: comma list of nano33ble, "
+                   "stm32l4r5zi, stm32h7a3zi, esp32s3, rp2040, or all (default all)")  # fmt: skip
     _common(p)
 
 
@@ -523,6 +570,19 @@ def _add_info(sub: Any, name: str) -> None:
     p = sub.add_parser(name, help="size, params, MACs, sparsity, precision and ops of a .tflite or .onnx file",
                        description="Describe an exported model file without TensorFlow.")  # fmt: skip
     p.add_argument("model", metavar="MODEL", help="a .tflite or .onnx file")
+    _common(p)
+
+
+def _add_mcu(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="one int8 .tflite in TensorFlow Lite for Microcontrollers: parity, arena, C bundle, boards",
+                       description="Run MODEL in the TFLM interpreter on an eval set against LiteRT (top-1 agreement), "
+                       "measure the smallest tensor arena, write the C bundle MODEL.tflm/ beside it (and a LUT-compressed "
+                       "MODEL-lut.tflite when its weights are clustered), and show the RAM/flash fit per board. Exit 2 for "
+                       "a float file or an op TFLM lacks, 1 when TFLM disagrees with LiteRT.")  # fmt: skip
+    p.add_argument("model", metavar="MODEL.tflite", help="an all-int8 .tflite (int8 input and output)")
+    p.add_argument("--board", metavar="NAME|all", help="comma list of nano33ble, stm32l4r5zi, stm32h7a3zi, esp32s3, "
+                   "rp2040, or all (default all)")  # fmt: skip
+    p.add_argument("--eval", metavar="FILE.npz", help="x (uint8 images) and y (labels); default eval.npz beside MODEL")
     _common(p)
 
 
@@ -563,6 +623,7 @@ COMMANDS: dict[str, tuple[Callable[[Any, str], None], Callable[[argparse.Namespa
     "report": (_add_report, cmd_report),
     "predict": (_add_predict, cmd_predict),
     "info": (_add_info, cmd_info),
+    "mcu": (_add_mcu, cmd_mcu),
 }
 
 

@@ -337,8 +337,15 @@ class ExportSettings:
     quant_format: QuantFormat = QuantFormat.QDQ
     int8_activations: Int8Activations = Int8Activations.AUTO
     fold_transposes: bool = True
+    # issue 15 (edgepack.mcu): TFLM verification of every int8 .tflite; None = on where tflite-micro is installed
+    tflm: bool | None = None
+    boards: tuple[str, ...] = ("all",)  # --board: names from edgepack.mcu.boards.BOARDS, or all
 
     def __post_init__(self) -> None:
+        from edgepack.mcu.boards import resolve
+
+        _check(self.tflm is None or isinstance(self.tflm, bool), f"tflm: got {self.tflm!r}; expected true or false")
+        object.__setattr__(self, "boards", resolve(self.boards))
         object.__setattr__(self, "int8_layers", Int8Layers.parse(self.int8_layers, "--int8-layers"))
         object.__setattr__(self, "quant_format", QuantFormat.parse(self.quant_format, "--quant-format"))
         object.__setattr__(self, "int8_activations", Int8Activations.parse(self.int8_activations, "--int8-activations"))

@@ -563,6 +563,11 @@ def write_report(
     # Plots need matplotlib (the [report] extra): required for HTML, skipped for Markdown on a lean install.
     plots = bool(html_page or (run_dir and importlib.util.find_spec("matplotlib") is not None))
     blocks = build_blocks(results, max_drop, plots=plots)
+    if run_dir is not None and (run_dir / "manifest.json").is_file():  # issue 15: TFLM parity, arena, board fit
+        from edgepack.mcu.report import mcu_blocks
+
+        at = next((i for i, b in enumerate(blocks) if b == ("h2", "Machines")), len(blocks))
+        blocks[at:at] = mcu_blocks(json.loads((run_dir / "manifest.json").read_text(encoding="utf-8")))
     plot_files: dict[str, str] = {}
     if run_dir is not None:  # a run directory keeps its plots as files too: DIR/plots/*.png
         for b in blocks:

@@ -33,7 +33,9 @@ def make_file(job: Job, model: Any, path: Path, calibration: np.ndarray, setting
         made: dict[str, Any] = {}
         if job.precision == "int8" and not job.qat:
             made["int8_layers"] = settings.int8_layers.value
-            if settings.int8_layers.value == "auto":
+            if job.mcu:
+                made["mcu"] = True  # all-int8 with int8 input and output: no latency plan for this host
+            elif settings.int8_layers.value == "auto":
                 content, made["latency_plan"] = _plan_tflite(model, content, calibration, tmp / job.name)
         atomic_write_bytes(path, content)
         return made

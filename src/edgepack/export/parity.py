@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepack.spec import ModelSpec
+from edgepack.spec import ModelSpec, to_probabilities
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,13 @@ TOLERANCES: dict[str, Tolerance] = {
 }
 
 
-def run_file(path: str | Path, x: np.ndarray, spec: ModelSpec) -> tuple[np.ndarray, str]:
+def run_file(path: str | Path, x: np.ndarray, spec: ModelSpec | None = None) -> tuple[np.ndarray, str]:
     """Probabilities (N, n_classes) of the exported file at ``path`` for uint8 images ``x``, run in its own
     runtime (onnxruntime or LiteRT) with the model description's preprocessing and output head. Returns
-    (probs, runtime). Integer inputs and outputs are (de)quantized with the file's own parameters.
+    (probs, runtime). Integer inputs and outputs are (de)quantized with the file's own parameters. Without a
+    description: pixels x / 255 in the file's own layout and probabilities out (what edgepack's own models take).
     """
-    xf = spec.preprocess_pixels(x)
+    xf = spec.preprocess_pixels(x) if spec is not None else x.astype(np.float32) * np.float32(1.0 / 255.0)
     path = Path(path)
     if path.suffix == ".onnx":
         import onnxruntime as ort
@@ -79,7 +80,8 @@ def run_file(path: str | Path, x: np.ndarray, spec: ModelSpec) -> tuple[np.ndarr
             out = (out.astype(np.float32) - zero) * np.float32(scale)
         out = out.astype(np.float32)
         runtime = "litert"
-    return spec.head(out), runtime
+    return (spec.head(out) if spec is not None else to_probabilities(out, "sigmoid" if out.shape[-1] == 1 else
+                                                                      "probabilities")), runtime
 
 
 def check(precision: str, probs: np.ndarray, reference: np.ndarray, y: np.ndarray) -> dict[str, Any]:

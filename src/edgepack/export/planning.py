@@ -32,10 +32,11 @@ class Job:
     format: str
     precision: str
     qat: bool = False
+    mcu: bool = False  # issue 15: the all-int8 twin (NAME-mcu) of a mixed int8 .tflite, for microcontrollers
 
     @property
     def name(self) -> str:
-        return f"{self.source.name}-{self.format}-{self.precision}"
+        return f"{self.source.name}-{self.format}-{self.precision}" + ("-mcu" if self.mcu else "")
 
     @property
     def path(self) -> str:
@@ -58,6 +59,10 @@ def plan(run: RunDir, settings: ExportSettings) -> list[Job]:
                           f"training images; choose 1 to {n_train}")  # fmt: skip
     formats = [f.value for f in settings.formats]
     precisions = [p.value for p in settings.precisions]
+    if settings.tflm:  # asked for explicitly: fail before any work (edgepack.mcu)
+        from edgepack.mcu.stage import require
+
+        require(settings)
     if baseline.format == "onnx":  # an imported ONNX model: ONNX files only (no ONNX -> TFLite converter here)
         return _onnx_source_jobs(baseline, formats, precisions)
     jobs = [Job(float_source, f, p) for f in formats for p in precisions if p in SUPPORTED[f]]
@@ -85,3 +90,10 @@ def _onnx_source_jobs(baseline: Artifact, formats: list[str], precisions: list[s
         raise ConfigError(f"--precisions {','.join(precisions)}: nothing to export from an ONNX model; onnx supports "
                           f"{', '.join(SUPPORTED['onnx'])}")  # fmt: skip
     return jobs
+
+
+def tflm_on(settings: ExportSettings) -> bool:
+    """TFLM verification: as set, else on where tflite-micro is installed (issue 15)."""
+    from edgepack.mcu import tflm_available
+
+    return tflm_available() if settings.tflm is None else settings.tflm

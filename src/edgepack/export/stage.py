@@ -7,6 +7,7 @@ This module runs them in order over a run directory and fails loudly.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import tempfile
@@ -19,7 +20,7 @@ import numpy as np
 from edgepack.errors import ConfigError, ParityError
 from edgepack.export.bundle import size_reference_in_memory, smallest_within, write_eval
 from edgepack.export.makers import make_file
-from edgepack.export.planning import EVAL_FILE, EXPORT_DIR, SIZE_REFERENCE, SUPPORTED, Job, plan
+from edgepack.export.planning import EVAL_FILE, EXPORT_DIR, SIZE_REFERENCE, SUPPORTED, Job, plan, tflm_on
 from edgepack.export.verify import source_probs, verify_file
 from edgepack.manifest import Artifact, RunDir
 from edgepack.recipe import ExportSettings, to_plain
@@ -68,18 +69,26 @@ def export_stage(run: RunDir, settings: ExportSettings, progress: bool = True) -
     onnx_source = run.baseline().format == "onnx"  # an imported ONNX model: no .tflite size reference
     size_ref = None if jobs[0].is_size_reference or onnx_source else size_reference_in_memory(run)
     with tempfile.TemporaryDirectory(prefix="edgepack-export-") as tmp, _progress(progress, len(jobs)) as advance:
-        for job in jobs:
+
+        def make_and_verify(job: Job) -> Artifact:
             src = job.source
             if src.name not in models:
                 models[src.name] = load_source(run, src)
                 references[src.name] = source_probs(models[src.name], data.x_test, spec)
-            advance(job.name)
             made = make_file(job, models[src.name], run.path / job.path, calibration, settings, Path(tmp))
-            artifacts.append(
-                verify_file(run, job, references[src.name], data, settings, models[src.name], spec, made, size_ref)
-            )
+            return verify_file(run, job, references[src.name], data, settings, models[src.name], spec, made, size_ref)
+
+        for job in jobs:
+            advance(job.name)
+            artifacts.append(make_and_verify(job))
             if job.is_size_reference:
                 size_ref = {"artifact": job.name, "gzip_bytes": artifacts[-1].metrics["gzip_bytes"], "exported": True}
+        if tflm_on(settings):  # issue 15: TFLM parity, arena, C bundle, LUT, boards (all-int8 twins of mixed files)
+            from edgepack.mcu.stage import mcu_stage
+
+            by_name = {j.name: j for j in jobs}
+            twin = lambda name: make_and_verify(dataclasses.replace(by_name[name], mcu=True))  # noqa: E731
+            artifacts = mcu_stage(run, artifacts, settings.boards, data, twin)
     failed = [a for a in artifacts if not a.parity["passed"]]
     run.manifest["export"] = {
         "allow_parity_failure": settings.allow_parity_failure,
@@ -112,10 +121,14 @@ def verify_stage(run: RunDir, settings: ExportSettings) -> list[Artifact]:
         if src.name not in models:
             models[src.name] = load_source(run, src)
             refs[src.name] = source_probs(models[src.name], data.x_test, spec)
-        job = Job(src, a.format, a.precision, qat=src.stage == "qat")
+        job = Job(src, a.format, a.precision, qat=src.stage == "qat", mcu=bool(a.settings.get("mcu")))
         artifacts.append(
             verify_file(run, job, refs[src.name], data, settings, models[src.name], spec, size_ref=size_ref)
         )
+    if tflm_on(settings):  # issue 15: TFLM again for the re-verified int8 .tflite files (twins are among them)
+        from edgepack.mcu.stage import existing_twin, mcu_stage
+
+        artifacts = mcu_stage(run, artifacts, settings.boards, data, lambda name: existing_twin(artifacts, name))
     failed = [a for a in artifacts if not a.parity["passed"]]
     run.manifest.setdefault("export", {}).update(
         {"parity_failed": [a.name for a in failed], "parity_overridden": bool(failed) and settings.allow_parity_failure}

@@ -99,8 +99,11 @@ def load_run_keras(path: Path) -> Any:
 def _load_keras3(path: Path, allow_unsafe: bool) -> Any:
     import keras as keras3  # Keras 3: the package itself; TF_USE_LEGACY_KERAS only redirects tf.keras
 
+    from edgepack.safe_keras import check_keras_file
     from edgepack.tf import quiet_native_stderr
 
+    if not allow_unsafe:
+        check_keras_file(path)  # names the layer that holds code, before Keras deserialises anything
     try:
         with quiet_native_stderr():
             return keras3.saving.load_model(str(path), compile=False, safe_mode=not allow_unsafe)
