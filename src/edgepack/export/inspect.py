@@ -29,6 +29,7 @@ class _Graph:
     input: dict[str, Any] = field(default_factory=dict)
     output: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"
+    float_layers: list[str] = field(default_factory=list)  # weight-carrying layers computing in float
 
 
 def describe(path: str | Path) -> dict[str, Any]:
@@ -46,6 +47,9 @@ def describe(path: str | Path) -> dict[str, Any]:
         "gzip_bytes": gzip_size(path),
         "sha256": sha256_file(path),
         "precision": graph.precision,
+        # an int8 file with float layers (a latency plan kept them float) is mixed: say so and which
+        "mixed": graph.precision == "int8" and bool(graph.float_layers),
+        "float_layers": graph.float_layers if graph.precision == "int8" else [],
         "params": graph.params,
         "macs": graph.macs,
         "kernel_params": kernel_total,
@@ -142,6 +146,8 @@ def _read_onnx(path: Path) -> _Graph:
             continue
         w, zp = found
         g.kernels.append((w, zp))
+        if n.op_type in ("Conv", "MatMul", "Gemm") and w.dtype in (np.float32, np.float16) and n.input[idx] in inits:
+            g.float_layers.append(n.name)
         out = shapes.get(n.output[0])
         if out and all(d > 0 for d in out):
             if w.ndim == 4:  # Conv: out (1, O, H, W), weight (O, I/g, kh, kw)
@@ -218,6 +224,8 @@ def _read_tflite(path: Path) -> _Graph:
         zps = tensors[wi]["quantization_parameters"]["zero_points"]
         zp = int(zps[0]) if len(zps) and np.all(zps == zps[0]) else 0
         g.kernels.append((w, zp))
+        if w.dtype in (np.float32, np.float16):
+            g.float_layers.append(tensors[int(o["outputs"][0])]["name"])
         if w.dtype == np.int8:
             activation = tensors[int(o["inputs"][0])]["dtype"]
             float_input_int8_weights |= activation == np.float32

@@ -177,7 +177,9 @@ def _make(job: Job, model: Any, path: Path, calibration: np.ndarray, settings: E
         if job.precision == "int8" and not job.qat:
             made["int8_layers"] = settings.int8_layers.value
             if settings.int8_layers.value == "auto":
-                content, made["latency_plan"] = _plan_tflite(model, content, calibration, tmp / job.name)
+                content, made["latency_plan"] = _plan_tflite(model, content, calibration, tmp / job.name,
+                                                             settings.plan_size_limit)  # fmt: skip
+                made.update(_mixed(made["latency_plan"]))
         atomic_write_bytes(path, content)
         return made
     if job.qat:
@@ -287,23 +289,31 @@ def _make_onnx_int8(fp32: Path, path: Path, calibration: np.ndarray, settings: E
         opts = dataclasses.replace(options, nodes_to_exclude=exclude)
         return quantize_onnx_static(pre, out, calibration, opts, pre_processed=True, overrides=overrides)
 
-    chosen, record = plan_int8(pre, quantize, calibration[:1], work)
+    chosen, record = plan_int8(pre, quantize, calibration[:1], work, size_limit=settings.plan_size_limit)
     with atomic_path(path) as out:
         shutil.copyfile(chosen, out)
     made["latency_plan"] = _compact(record)
+    made.update(_mixed(record))
     log.info("%s: %s (%s)", path.name, record["decision"], record.get("reason", ""))
     return made
 
 
-def _plan_tflite(model: Any, all_int8: bytes, calibration: np.ndarray, work: Path) -> tuple[bytes, dict[str, Any]]:
+def _plan_tflite(model: Any, all_int8: bytes, calibration: np.ndarray, work: Path,
+                 size_limit: float | None = 1.25) -> tuple[bytes, dict[str, Any]]:  # fmt: skip
     """The latency plan for a post-training int8 .tflite (``export.latency.plan_tflite_int8``)."""
     from edgepack.export.latency import plan_tflite_int8
     from edgepack.export.tflite import convert_tflite_selective
 
     content, record = plan_tflite_int8(all_int8, lambda ops: convert_tflite_selective(model, calibration, ops),
-                                       calibration[:1], work)  # fmt: skip
+                                       calibration[:1], work, size_limit=size_limit)  # fmt: skip
     log.info("tflite int8: %s (%s)", record["decision"], record.get("reason", ""))
     return content, record
+
+
+def _mixed(record: dict[str, Any]) -> dict[str, Any]:
+    """What labels an int8 file with float layers: ``mixed`` and the ``float_layers`` the plan left float."""
+    layers = list(record.get("float_layers") or [])
+    return {"mixed": bool(layers), "float_layers": layers}
 
 
 def _compact(record: dict[str, Any]) -> dict[str, Any]:
@@ -386,6 +396,8 @@ def _write_bundle(run: RunDir, artifact: Artifact, job: Job, info: dict[str, Any
         "file": file.name,
         "sha256": artifact.sha256,
         "precision": artifact.precision,
+        "mixed": bool(artifact.settings.get("mixed")),
+        "float_layers": list(artifact.settings.get("float_layers") or []),
         "source": {"artifact": job.source.name, "sha256": job.source.sha256 or sha256_file(src_file)},
         "input": {**info["input"], "shape": [None, *info["input"]["shape"][1:]], "layout": "NHWC",
                   "scale": dataset.get("scale", 1.0 / 255.0),
@@ -415,14 +427,19 @@ def _size_reference_in_memory(run: RunDir) -> dict[str, Any]:
 
 
 def smallest_within(artifacts: list[Artifact], run: RunDir, max_drop_points: float = 0.5) -> dict[str, Any] | None:
-    """The parity-passed export with the fewest gzip bytes whose test accuracy is within ``max_drop_points`` of
-    the baseline's (issue 7's size target), with its ratio to the reference; None when no export qualifies."""
+    """The parity-passed export with the fewest gzip bytes within ``max_drop_points`` of the uncompressed baseline's
+    test accuracy by the report's rule (``bench.stats.within_budget``: 95% Wilson interval), with its ratio to the
+    size reference; None when no export qualifies."""
     baseline = run.latest(stage="train", format="keras")
     base_acc = baseline.metrics.get("accuracy") if baseline else None
     if base_acc is None:
         return None
-    ok = [a for a in artifacts if (a.parity or {}).get("passed") and a.metrics.get("accuracy") is not None
-          and a.metrics["accuracy"] >= base_acc - max_drop_points / 100 - 1e-9]  # fmt: skip
+    from edgepack.bench.stats import within_budget
+
+    n_test = int(run.manifest.get("dataset", {}).get("n_test") or 0) or None
+    # the report's budget rule (bench.stats.within_budget) against the same reference, the uncompressed baseline
+    ok = [a for a in artifacts if (a.parity or {}).get("passed")
+          and within_budget(a.metrics.get("accuracy"), n_test, base_acc, max_drop_points)]  # fmt: skip
     if not ok:
         return None
     best = min(ok, key=lambda a: a.metrics["gzip_bytes"])
