@@ -291,6 +291,10 @@ def _acc_ci(r: dict[str, Any] | None) -> str:
     if not r or r.get("accuracy") is None:
         return "–"
     ci = r.get("accuracy_ci95")
+    if not ci and r.get("n_eval"):  # results written before intervals were recorded
+        from edgepack.bench.stats import wilson_interval
+
+        ci = wilson_interval(r["accuracy"], r["n_eval"])
     return _acc(r["accuracy"]) + (f" [{100 * ci[0]:.1f}–{100 * ci[1]:.1f}]" if ci else "")
 
 
