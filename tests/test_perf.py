@@ -108,7 +108,7 @@ def test_pinned_boundary_quantizer_keeps_the_float_maxpool_float_with_identical_
 # -- the latency plans' decisions, on injected profiles and round timings (no timing in these tests) ------------
 
 STEADY = [50.0, 50.5, 49.8, 50.2, 50.1, 49.9, 50.3]  # all-int8 p50 per round on a quiet machine: spread 1.4%
-NOISY = [50.0, 55.0, 48.0, 53.0, 49.0, 56.0, 50.0]  # on a busy one: spread 16%
+NOISY = [50.0, 55.0, 48.0, 53.0, 49.0, 56.0, 50.0]  # on a busy one: spread 2 x MAD / median = 8%
 
 
 def _scaled(base: list[float], factor: float) -> list[float]:
@@ -194,17 +194,17 @@ def test_latency_plan_stays_int8_when_float_wins_by_less_than_the_spread(pre_nod
 
     pre, nodes = pre_nodes
     conv1, softmax = nodes[0].name, nodes[4].name
-    # float conv1 is 10% faster in every round, but all-int8 itself moves 16% between rounds on this busy machine
+    # float conv1 is 7% faster in every round, but all-int8 itself spreads 8% over the rounds on this busy machine
     _fake_ort(monkeypatch, nodes, fp32_us=[7, 42, 13, 3, 2], int8_us=[23, 16, 7, 2, 3],
-              rounds=[{"all_int8": NOISY, conv1: _scaled(NOISY, 0.9), softmax: _scaled(NOISY, 0.9)}])  # fmt: skip
+              rounds=[{"all_int8": NOISY, conv1: _scaled(NOISY, 0.93), softmax: _scaled(NOISY, 0.93)}])  # fmt: skip
     chosen, record = plan_int8(pre, _quantize_writing({}, []), np.zeros((1, 28, 28, 1), np.float32), tmp_path)
-    assert record["trials"][conv1]["spread"] == pytest.approx(8 / 50, abs=1e-3)
-    assert record["trials"][conv1]["gain_lower"] == pytest.approx(0.1, abs=1e-3)
+    assert record["trials"][conv1]["spread"] == pytest.approx(2 * 2 / 50, abs=1e-3)
+    assert record["trials"][conv1]["gain_lower"] == pytest.approx(0.07, abs=1e-3)
     assert not record["trials"][conv1]["passed"]
     assert record["decision"] == "all-int8"
     assert record["float_layers"] == record["excluded"] == []
     assert chosen.name == "all-int8.onnx"
-    assert "not above margin 16.0%" in record["reason"]
+    assert "not above margin 8.0%" in record["reason"]
 
 
 @pytest.mark.parametrize(("size_limit", "decision"), [(1.25, "all-int8"), (None, "mixed")])
@@ -289,17 +289,20 @@ def test_profile_kernels_are_matched_to_nodes_by_name_not_by_order():
 
 @pytest.mark.parametrize(
     ("base", "factor", "passed"),
-    [(STEADY, 0.9, True), (STEADY, 0.985, False), (NOISY, 0.9, False), (NOISY, 0.8, True)],
+    [(STEADY, 0.9, True), (STEADY, 0.985, False), (NOISY, 0.93, False), (NOISY, 0.9, True)],
 )
-def test_keep_float_evidence_needs_every_round_beyond_max_of_2_percent_and_the_spread(base, factor, passed):
+def test_keep_float_evidence_needs_all_but_one_round_beyond_max_of_2_percent_and_the_spread(base, factor, passed):
     from edgepack.export.latency import evidence
 
     ev = evidence(base, _scaled(base, factor))
     assert ev["passed"] is passed
-    assert ev["margin"] == pytest.approx(max(0.02, (max(base) - min(base)) / float(np.median(base))), abs=1e-4)
-    one_bad_round = _scaled(base, factor)
-    one_bad_round[3] = base[3]  # the candidate lost one round: no longer beyond doubt
-    assert evidence(base, one_bad_round)["passed"] is False
+    med = float(np.median(base))
+    assert ev["margin"] == pytest.approx(max(0.02, 2 * float(np.median(np.abs(np.array(base) - med))) / med), abs=1e-4)
+    rounds = _scaled(base, factor)
+    rounds[3] = base[3] * 1.5  # one round disturbed: decides nothing
+    assert evidence(base, rounds)["passed"] is passed
+    rounds[5] = base[5]  # a second round lost: no longer beyond doubt
+    assert evidence(base, rounds)["passed"] is False
 
 
 def test_export_records_the_latency_plan_in_the_bundle_and_the_file_follows_it(run_copy):
@@ -429,7 +432,11 @@ def test_tflite_int8_export_records_its_latency_plan_and_the_file_follows_it(run
     assert bundle["precision"] == "int8"
     assert plan["decision"] in ("mixed", "all-int8")
     assert [n["op"] for n in plan["nodes"]] == ["CONV_2D", "CONV_2D", "FULLY_CONNECTED", "FULLY_CONNECTED"]
-    assert all(n["file_p50_us_with_op_float"] > 0 for n in plan["nodes"])
+    assert [n["measured"] for n in plan["nodes"]].count(True) == 3  # the top 3 candidates only
+    assert all(n["file_p50_us_with_op_float"] > 0 for n in plan["nodes"] if n["measured"])
+    assert plan["candidates"][0]["node"] == plan["nodes"][0]["node"]  # conv1's single input channel: tried first
+    assert bundle["mixed"] is bool(plan["float_ops"])
+    assert bundle["float_layers"] == plan["float_ops"]
     ops = _tflite_op_dtypes(run_copy / "export/baseline-tflite-int8.tflite")
     assert [name for _, name, _ in ops] == [n["node"] for n in plan["nodes"]]
     for _, name, dtype in ops:  # an op the plan kept float computes in float; every other op in int8

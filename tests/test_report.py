@@ -180,3 +180,10 @@ def test_report_first_screen_answers_which_file_why_and_what_it_costs(tmp_path):
     assert pixels.shape[:2] == (800, 1280)
     green_card = (np.abs(pixels - [243, 251, 246]).sum(axis=2) < 6).sum()  # the card's background
     assert green_card > 50_000
+
+
+def test_floor_window_spread_is_measured_over_the_best_windows():
+    from edgepack.bench.floor import window_spread
+
+    assert window_spread([10.0, 10.2, 30.0, 10.1], 3) == pytest.approx(0.02)  # the disturbed window is ignored
+    assert window_spread([10.0, 20.0], 2) == pytest.approx(1.0)

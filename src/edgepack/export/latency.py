@@ -11,9 +11,10 @@ Both plans (ONNX Runtime, ``plan_int8``; LiteRT, ``plan_tflite_int8``) follow on
    costs about (k + 2) files x ``ROUNDS`` x ``ROUND_TIME`` of timing whatever the depth of the net.
 2. Evidence. Each candidate's file (that group float, the rest int8) is timed as a whole against all-int8 in
    ``ROUNDS`` interleaved rounds (``interleaved_rounds``: every file once per round, so a load change hits all of
-   them alike). A round's gain is 1 - p50(candidate) / p50(all-int8) in that round; the test is
-   ``min over rounds of the gain > max(MIN_GAIN, spread)``, ``spread`` = (max - min) / median of all-int8's p50
-   over the rounds. With 7 rounds, a file no faster than all-int8 wins every round by chance with p = 1/128.
+   them alike). A round's gain is 1 - p50(candidate) / p50(all-int8) in that round; the test (``evidence``) is
+   ``second-smallest gain over the rounds > max(MIN_GAIN, spread)``, ``spread`` = 2 x the median absolute
+   deviation of all-int8's p50 over the rounds / its median: one disturbed round decides nothing, and a file no
+   faster than all-int8 wins 6 of 7 rounds by chance with p = 8/128 (before the margin, which must be beaten too).
 3. Size. A candidate may not grow the gzipped file past ``size_limit`` x the all-int8 file's gzip size (default
    1.25, ``ExportSettings.int8_size_limit``), unless ``size_limit`` is None (``latency_at_any_size``).
 4. The candidates that pass both are combined; the combination passes the same two tests again against all-int8 or
@@ -195,16 +196,20 @@ def interleaved_p50(fns: dict[str, Callable[[], Any]], rounds: int = 5, min_time
 
 
 def evidence(base: list[float], candidate: list[float], min_gain: float = MIN_GAIN) -> dict[str, Any]:
-    """The keep-float test on paired interleaved rounds: passed when the smallest per-round gain
-    1 - candidate/base exceeds max(min_gain, spread), spread = (max - min) / median of ``base`` over the rounds."""
+    """The keep-float test on paired interleaved rounds. A round's gain is 1 - candidate/base; ``gain_lower`` is
+    the second-smallest gain (the smallest with fewer than 5 rounds), so one round another process disturbed does
+    not decide, while a file no faster than all-int8 still reaches it with p = 8/128 for 7 rounds; ``spread`` is
+    2 x the median absolute deviation of ``base`` over the rounds / its median (robust to that one round too).
+    Passed when gain_lower > max(min_gain, spread)."""
     b, c = np.asarray(base, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
     if len(b) != len(c) or len(b) < 2:
         raise ValueError(f"evidence: {len(b)} and {len(c)} rounds; expected the same number, at least 2")
-    gains = 1.0 - c / b
-    spread = float((b.max() - b.min()) / np.median(b))
+    gains = np.sort(1.0 - c / b)
+    med = float(np.median(b))
+    spread = float(2 * np.median(np.abs(b - med)) / med)
     margin = max(min_gain, spread)
-    lower = float(gains.min())
-    return {"rounds": len(b), "p50_us": round(float(np.median(c)), 2), "all_int8_p50_us": round(float(np.median(b)), 2),
+    lower = float(gains[1] if len(gains) >= 5 else gains[0])
+    return {"rounds": len(b), "p50_us": round(float(np.median(c)), 2), "all_int8_p50_us": round(med, 2),
             "gain_median": round(float(np.median(gains)), 4), "gain_lower": round(lower, 4),
             "spread": round(spread, 4), "margin": round(margin, 4), "passed": bool(lower > margin)}  # fmt: skip
 
@@ -342,7 +347,7 @@ def plan_int8(fp32_model: Path, quantize: Callable[[tuple[str, ...], Path], Path
 
 def _why(ev: dict[str, Any]) -> str:
     return (f"whole-model p50 {ev['p50_us']:.1f} µs vs all-int8 {ev['all_int8_p50_us']:.1f} µs: gain >= "
-            f"{ev['gain_lower']:.1%} in every one of {ev['rounds']} rounds (> margin {ev['margin']:.1%}); gzip "
+            f"{ev['gain_lower']:.1%} in all but one of {ev['rounds']} rounds (> margin {ev['margin']:.1%}); gzip "
             f"{ev['size_ratio']:.2f}x all-int8")  # fmt: skip
 
 
@@ -350,7 +355,8 @@ def _why_not(decided: dict[str, Any]) -> str:
     parts = []
     for k, ev in decided["trials"].items():
         if not ev["passed"]:
-            parts.append(f"{k}: gain {ev['gain_lower']:.1%} in its worst round, not above margin {ev['margin']:.1%}")
+            parts.append(f"{k}: gain {ev['gain_lower']:.1%} in its second-worst round, not above margin "
+                         f"{ev['margin']:.1%}")  # fmt: skip
         elif not ev["size_passed"]:
             parts.append(f"{k}: faster but gzip {ev['size_ratio']:.2f}x all-int8 > limit {decided['size_limit']:g}x")
     return "kept all-int8: " + "; ".join(parts)
