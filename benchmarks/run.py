@@ -4,18 +4,21 @@ Trains, compresses and exports a fresh run on the embedded mnist-5k data (`edgep
 benchmarks every artifact x {onnxruntime for .onnx, LiteRT for .tflite, Keras for the .keras models} x threads
 {1, 2} x batch {1, 32}, and writes
 
-    benchmarks/results/<machine>.json   the results.json (machine block, compute floor, one row per measurement)
-    benchmarks/results/<machine>.md     the Markdown report
+    benchmarks/results/<cpu>/results.json   the results.json (machine block, compute floor, one row per measurement)
+    benchmarks/results/<cpu>/report.md      the Markdown report
 
-and refreshes the README's results table (between the `bench-results` markers) from it.
+where <cpu> names the kind of CPU (arch-cpu-model-cores, e.g. x86_64-amd-epyc-2c), and refreshes the README's
+results section (between the `bench-results` markers): one table per CPU kind measured, each with its fingerprint.
 
     python benchmarks/run.py                      # the whole matrix (make bench)
     python benchmarks/run.py --run runs/demo      # benchmark an existing run directory, no training
+    python benchmarks/run.py --readme-only        # rewrite the README's tables from benchmarks/results/*/
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import re
@@ -28,7 +31,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # works from a plain checkout too
 
 from edgepack.bench.core import resolve_runtimes, run_bench  # noqa: E402
-from edgepack.bench.report import _acc, _num, build_blocks, headline_figures, headline_rows, recommend, to_markdown  # noqa: E402
+from edgepack.bench.report import (  # noqa: E402
+    _acc_ci,
+    _num,
+    _precision,
+    build_blocks,
+    headline_figures,
+    headline_rows,
+    recommend,
+    to_markdown,
+)
 from edgepack.files import atomic_write_json, atomic_write_text  # noqa: E402
 from edgepack.machine import cpu_model  # noqa: E402
 from edgepack.recipe import BenchSettings  # noqa: E402
@@ -64,31 +76,56 @@ def make_run(out: Path) -> None:
     edgepack("run", "--data", "mnist-5k", "--out", str(out), "--force", "-q", "--stages", "train,compress,export")
 
 
+def fingerprint(results: dict) -> str:
+    """What identifies the CPU kind and software a table was measured with, and how quiet the machine was."""
+    m = results["machine"]
+    key = json.dumps([m.get("cpu_model"), m.get("arch"), m.get("cores"), m.get("isa")], sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    loads = [(m.get(f"state_{w}") or {}).get("load_avg") for w in ("start", "end")]
+    load = " / ".join(f"{v[0]:.2f}" if v else "?" for v in loads) if any(loads) else "not recorded"
+    governor = (m.get("state_start") or {}).get("governor") or "not readable"
+    floor = results.get("floor") or {}
+    spread = f", spread {floor['spread']:.1%}" if floor.get("spread") is not None else ""
+    return (f"CPU fingerprint `{digest}`: {m['cpu_model']} ({m['arch']}, {m['cores']} cores, "
+            f"{', '.join(m.get('isa', []))}); onnxruntime {m['libraries'].get('onnxruntime', '?')}, ai-edge-litert "
+            f"{m['libraries'].get('ai-edge-litert', '?')}; measured {results.get('created', '?')}, load average "
+            f"(1 min, start / end) {load}, governor {governor}. Compute floor: fp32 "
+            f"{floor.get('fp32_macs_per_s', 0) / 1e9:.1f} GMAC/s, int8 {floor.get('int8_macs_per_s', 0) / 1e9:.1f} "
+            f"GMAC/s on one core{spread}.")  # fmt: skip
+
+
 def readme_table(results: dict, max_drop: float) -> str:
-    """The README's table: every deployable file and the Keras reference at batch 1, one thread."""
+    """One CPU's README table: every deployable file and the Keras reference at batch 1, one thread."""
     head, batch, threads = headline_rows(results["results"])
     rec = recommend(results["results"], max_drop)
     m = results["machine"]
     lines = [
-        f"Measured by `make bench` on {m['cpu_model']} ({m['arch']}, {m['cores']} cores, "
-        f"{', '.join(m.get('isa', []))}); batch {batch}, {threads} thread; onnxruntime "
-        f"{m['libraries'].get('onnxruntime', '?')}, ai-edge-litert {m['libraries'].get('ai-edge-litert', '?')}. "
-        f"Compute floor: fp32 {results['floor']['fp32_macs_per_s'] / 1e9:.1f} GMAC/s, "
-        f"int8 {results['floor']['int8_macs_per_s'] / 1e9:.1f} GMAC/s on one core.",
+        f"### {m['cpu_model']} ({m['arch']}, {m['cores']} cores)",
         "",
-        "| file | runtime | precision | accuracy | p50 | p99 | × floor | gzip | cold start | peak RSS |",
+        fingerprint(results) + f" Batch {batch}, {threads} thread.",
+        "",
+        *[f"> **WARNING** — {w}" for w in results.get("warnings", [])],
+        "",
+        "| file | runtime | precision | accuracy [95% CI] | p50 | p99 | × floor | gzip | cold start | peak RSS |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(head, key=lambda r: r["latency_us"]["p50"]):
         name = f"{r['artifact']} `{r['call']}`" if r["format"] == "keras" else r["artifact"]
         star = " **(recommended)**" if rec.row is r else ""
+        gz = f"{r['gzip_bytes'] / 1024:.1f} KB" if r.get("gzip_bytes") else "–"
         lines.append(
-            f"| {name}{star} | {r['runtime']} | {r['precision']} | "
-            f"{_acc(r['accuracy'])} | {r['latency_us']['p50']:.1f} µs | "
-            f"{r['latency_us']['p99']:.1f} µs | {_num(r['floor_ratio'], '{:.2f}')} | "
-            f"{r['gzip_bytes'] / 1024:.1f} KB | {r['cold_start_ms']:.0f} ms | {r['peak_rss_mb']:.0f} MB |"
+            f"| {name}{star} | {r['runtime']} | {_precision(r)} | {_acc_ci(r)} | {r['latency_us']['p50']:.1f} µs | "
+            f"{r['latency_us']['p99']:.1f} µs | {_num(r.get('floor_ratio'), '{:.2f}')} | {gz} | "
+            f"{_num(r.get('cold_start_ms'), '{:.0f} ms')} | {_num(r.get('peak_rss_mb'), '{:.0f} MB')} |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines).replace("\n\n\n", "\n\n")
+
+
+def all_tables(results_dir: Path, max_drop: float) -> tuple[str, list[str]]:
+    """The README section: one table per CPU kind with results under ``results_dir`` (<cpu>/results.json)."""
+    files = sorted(results_dir.glob("*/results.json"))
+    tables = [readme_table(json.loads(f.read_text(encoding="utf-8")), max_drop) for f in files]
+    return "\n\n".join(tables), [str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f) for f in files]
 
 
 def update_readme(table: str, source: str) -> bool:
@@ -117,7 +154,14 @@ def main() -> int:
     p.add_argument("--windows", type=int, default=5, help="timing windows per row; the median is reported")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0)
     p.add_argument("--no-readme", action="store_true", help="do not touch README.md")
+    p.add_argument("--readme-only", action="store_true", help="only rewrite the README's tables from the results")
     args = p.parse_args()
+    if args.readme_only:
+        tables, sources = all_tables(args.results_dir, args.max_accuracy_drop)
+        if not update_readme(tables, ", ".join(sources)):
+            raise SystemExit(f"README.md has no {README_START} ... {README_END} markers")
+        print(tables)
+        return 0
 
     start = time.perf_counter()
     label = args.label or default_label()
@@ -132,14 +176,14 @@ def main() -> int:
     results["make_bench"] = {"seconds_total": round(time.perf_counter() - start, 1),
                              "seconds_train_compress_export": round(prepared, 1), "run_dir": str(run_dir)}  # fmt: skip
     results["headline_figures"] = headline_figures(results["results"], args.max_accuracy_drop)
-    out_json = args.results_dir / f"{label}.json"
-    out_md = args.results_dir / f"{label}.md"
+    out_json = args.results_dir / label / "results.json"
+    out_md = args.results_dir / label / "report.md"
     atomic_write_json(out_json, results)
     atomic_write_json(Path(run_dir) / "bench" / "results.json", results)
     atomic_write_text(out_md, to_markdown(build_blocks([results], args.max_accuracy_drop, plots=False)))
     table = readme_table(results, args.max_accuracy_drop)
-    rel = out_json.relative_to(ROOT) if out_json.is_relative_to(ROOT) else out_json
-    if not args.no_readme and not update_readme(table, str(rel)):
+    tables, sources = all_tables(args.results_dir, args.max_accuracy_drop)
+    if not args.no_readme and not update_readme(tables, ", ".join(sources)):
         print(f"README.md has no {README_START} ... {README_END} markers: table not written there")
     print(table)
     print(json.dumps(results["headline_figures"], indent=2))

@@ -303,3 +303,20 @@ def test_headline_figures_compare_the_recommended_file_with_floor_keras_and_fp32
     assert f["keras_model_call_over_best"] == pytest.approx(5000 / 25)
     assert f["smallest_within_half_point"] == "baseline-tflite-int8"
     assert f["fp32_tflite_gzip_over_smallest_gzip"] == pytest.approx(3.0)
+
+
+def test_bench_records_load_governor_floor_spread_and_accuracy_intervals(tflite_results):
+    from edgepack.bench.stats import wilson_interval
+
+    machine = tflite_results["machine"]
+    for when in ("state_start", "state_end"):
+        assert len(machine[when]["load_avg"]) == 3
+        assert "governor" in machine[when]  # None where /sys does not expose it
+    floor = tflite_results["floor"]
+    assert 0 <= floor["spread"] == max(floor["fp32_spread"], floor["int8_spread"])
+    assert all(2 <= c["windows"] <= 12 for c in floor["fp32_candidates"] + floor["int8_candidates"])
+    assert isinstance(tflite_results["warnings"], list)
+    for r in tflite_results["results"]:
+        lo, hi = r["accuracy_ci95"]
+        assert (lo, hi) == pytest.approx(wilson_interval(r["accuracy"], r["n_eval"]), abs=1e-5)
+        assert lo < r["accuracy"] < hi

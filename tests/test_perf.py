@@ -105,81 +105,204 @@ def test_pinned_boundary_quantizer_keeps_the_float_maxpool_float_with_identical_
     np.testing.assert_array_equal(_run(pinned, x), _run(model, x, disabled_optimizers=["QDQPropagationTransformer"]))
 
 
-def _fake_plan(monkeypatch, fp32_us: list[float], int8_us: list[float], p50: dict[str, float]) -> None:
-    """Make node_profile return the given kernel times (fp32 model first, then int8) and fix the whole-model p50."""
+# -- the latency plans' decisions, on injected profiles and round timings (no timing in these tests) ------------
+
+STEADY = [50.0, 50.5, 49.8, 50.2, 50.1, 49.9, 50.3]  # all-int8 p50 per round on a quiet machine: spread 1.4%
+NOISY = [50.0, 55.0, 48.0, 53.0, 49.0, 56.0, 50.0]  # on a busy one: spread 2 x MAD / median = 8%
+
+
+def _scaled(base: list[float], factor: float) -> list[float]:
+    return [round(b * factor, 3) for b in base]
+
+
+def _fake_ort(monkeypatch, graph_nodes, fp32_us: list[float], int8_us: list[float], rounds: list[dict]) -> None:
+    """node_profile returns the given kernel times under the graph's own node names (fp32 model first, in reversed
+    order so only name matching can attribute them); interleaved_rounds returns ``rounds`` call by call."""
     from edgepack.export import latency
 
-    kernels = {"fp32": ["Conv", "Conv", "FusedGemm", "Gemm", "Softmax"],
-               "int8": ["QLinearConv", "QLinearConv", "QGemm", "QGemm", "QLinearSoftmax"]}  # fmt: skip
+    kernels = {"Conv": ("Conv", "QLinearConv"), "MatMul": ("MatMul", "QLinearMatMul"), "Gemm": ("Gemm", "QGemm"),
+               "Softmax": ("Softmax", "QLinearSoftmax")}  # fmt: skip
     calls: list[str] = []
 
     def profile(model, x, runs=300, threads=1):
-        kind = "fp32" if not calls else "int8"
+        kind = 0 if not calls else 1
         calls.append(str(model))
-        times = fp32_us if kind == "fp32" else int8_us
-        return [
-            {"name": f"{kind}{i}", "op": op, "us": t}
-            for i, (op, t) in enumerate(zip(kernels[kind], times, strict=False))
-        ]
+        times = fp32_us if kind == 0 else int8_us
+        rows = [{"name": n.name + ("_token_7" if kind else ""), "op": kernels[n.op_type][kind], "us": t}
+                for n, t in zip(graph_nodes, times, strict=True)]  # fmt: skip
+        return rows[::-1]
 
+    queue = list(rounds)
     monkeypatch.setattr(latency, "node_profile", profile)
     monkeypatch.setattr(latency, "session_call", lambda model, x, threads=1: None)
-    monkeypatch.setattr(latency, "interleaved_p50", lambda fns, **kw: dict(p50))
+    monkeypatch.setattr(
+        latency, "interleaved_rounds", lambda fns, **kw: {k: v for k, v in queue.pop(0).items() if k in fns}
+    )
 
 
-@pytest.mark.parametrize(
-    ("p50", "decision"),
-    [({"all_int8": 50.0, "mixed": 35.0}, "mixed"), ({"all_int8": 50.0, "mixed": 49.5}, "all-int8")],
-)
-def test_latency_plan_keeps_slower_int8_nodes_fp32_only_when_the_whole_model_gets_faster(
-    onnx_fp32, tmp_path, monkeypatch, p50, decision
-):
-    import onnx
-
-    from edgepack.export.latency import plan_int8
-    from edgepack.export.onnx import pre_process
-
-    pre = pre_process(onnx_fp32, tmp_path / "pre.onnx")
-    _fake_plan(monkeypatch, fp32_us=[7, 42, 13, 3, 2], int8_us=[23, 16, 7, 2, 3], p50=p50)
-    asked: list[tuple[str, ...]] = []
+def _quantize_writing(sizes: dict[str, int], asked: list):
+    """A quantize(exclude, out) that writes incompressible bytes: ``sizes`` maps the file name to its length."""
+    rng = np.random.default_rng(0)
 
     def quantize(exclude, out):
         asked.append(exclude)
-        out.write_bytes(b"")
+        out.write_bytes(rng.integers(0, 256, sizes.get(out.name, 1000), dtype=np.uint8).tobytes())
         return out
 
-    chosen, record = plan_int8(pre, quantize, np.zeros((1, 28, 28, 1), np.float32), tmp_path)
-    graph = onnx.load(str(pre)).graph
-    conv1 = next(n for n in graph.node if n.op_type == "Conv")
-    softmax = next(n for n in graph.node if n.op_type == "Softmax")
-    assert [n["precision"] for n in record["nodes"]] == ["fp32", "int8", "int8", "int8", "fp32"]
-    assert record["nodes"][0] == {"node": conv1.name, "op": "Conv", "fp32_us": 7, "int8_us": 23, "precision": "fp32"}
-    assert asked[0] == ()
-    assert conv1.name in asked[1]
-    assert softmax.name in asked[1]
-    assert any("MaxPool" in name for name in asked[1])  # the pool after conv1 stays fp32 with it
-    assert record["decision"] == decision
-    assert record["p50_us"] == p50
-    if decision == "mixed":
-        assert chosen.name == "mixed.onnx"
-        assert record["excluded"] == list(asked[1])
-    else:
-        assert chosen.name == "all-int8.onnx"
-        assert record["excluded"] == []
+    return quantize
 
 
-def test_latency_plan_quantizes_everything_when_int8_is_never_slower(onnx_fp32, tmp_path, monkeypatch):
-    from edgepack.export.latency import plan_int8
+@pytest.fixture
+def pre_nodes(onnx_fp32, tmp_path):
+    import onnx
+
+    from edgepack.export.latency import quantizable_nodes
     from edgepack.export.onnx import pre_process
 
     pre = pre_process(onnx_fp32, tmp_path / "pre.onnx")
-    _fake_plan(monkeypatch, fp32_us=[7, 42, 13, 3, 2], int8_us=[5, 16, 7, 2, 2], p50={})
-    asked: list[tuple[str, ...]] = []
-    chosen, record = plan_int8(pre, lambda e, out: asked.append(e) or out, np.zeros((1, 28, 28, 1), np.float32),
-                               tmp_path)  # fmt: skip
+    return pre, quantizable_nodes(onnx.load(str(pre)))
+
+
+def test_latency_plan_keeps_conv1_fp32_when_it_wins_every_round_beyond_the_spread(pre_nodes, tmp_path, monkeypatch):
+    from edgepack.export.latency import plan_int8
+
+    pre, nodes = pre_nodes
+    assert [n.op_type for n in nodes] == ["Conv", "Conv", "Gemm", "Gemm", "Softmax"]
+    conv1, softmax = nodes[0].name, nodes[4].name
+    # conv1 and softmax are slower in int8 in the profile; conv1 wins 30% in every round, softmax 0.5%
+    _fake_ort(monkeypatch, nodes, fp32_us=[7, 42, 13, 3, 2], int8_us=[23, 16, 7, 2, 3],
+              rounds=[{"all_int8": STEADY, conv1: _scaled(STEADY, 0.7), softmax: _scaled(STEADY, 0.995)}])  # fmt: skip
+    asked: list = []
+    chosen, record = plan_int8(pre, _quantize_writing({}, asked), np.zeros((1, 28, 28, 1), np.float32), tmp_path)
+    assert asked[0] == ()
+    assert conv1 in asked[1]
+    assert any("MaxPool" in name for name in asked[1])  # the pool after conv1 stays float with it
+    assert record["decision"] == "mixed"
+    assert record["float_layers"] == [conv1]
+    assert record["trials"][conv1]["passed"]
+    assert not record["trials"][softmax]["passed"]
+    assert record["trials"][conv1]["gain_lower"] == pytest.approx(0.3, abs=1e-3)
+    assert record["nodes"][0] == {"node": conv1, "op": "Conv", "fp32_us": 7, "int8_us": 23, "precision": "fp32"}
+    assert [n["precision"] for n in record["nodes"]] == ["fp32", "int8", "int8", "int8", "int8"]
+    assert record["excluded"] == list(asked[1])
+    assert chosen.name == "mixed.onnx"
+    assert "max(2%" in record["rule"]
+
+
+def test_latency_plan_stays_int8_when_float_wins_by_less_than_the_spread(pre_nodes, tmp_path, monkeypatch):
+    from edgepack.export.latency import plan_int8
+
+    pre, nodes = pre_nodes
+    conv1, softmax = nodes[0].name, nodes[4].name
+    # float conv1 is 7% faster in every round, but all-int8 itself spreads 8% over the rounds on this busy machine
+    _fake_ort(monkeypatch, nodes, fp32_us=[7, 42, 13, 3, 2], int8_us=[23, 16, 7, 2, 3],
+              rounds=[{"all_int8": NOISY, conv1: _scaled(NOISY, 0.93), softmax: _scaled(NOISY, 0.93)}])  # fmt: skip
+    chosen, record = plan_int8(pre, _quantize_writing({}, []), np.zeros((1, 28, 28, 1), np.float32), tmp_path)
+    assert record["trials"][conv1]["spread"] == pytest.approx(2 * 2 / 50, abs=1e-3)
+    assert record["trials"][conv1]["gain_lower"] == pytest.approx(0.07, abs=1e-3)
+    assert not record["trials"][conv1]["passed"]
+    assert record["decision"] == "all-int8"
+    assert record["float_layers"] == record["excluded"] == []
+    assert chosen.name == "all-int8.onnx"
+    assert "not above margin 8.0%" in record["reason"]
+
+
+@pytest.mark.parametrize(("size_limit", "decision"), [(1.25, "all-int8"), (None, "mixed")])
+def test_latency_plan_size_rule_keeps_int8_when_the_float_layer_triples_the_file(
+    pre_nodes, tmp_path, monkeypatch, size_limit, decision
+):
+    from edgepack.export.latency import plan_int8
+
+    pre, nodes = pre_nodes
+    dense = nodes[2].name
+    # the Dense layer (91% of the weights) is clearly faster float, but its file is 3x the all-int8 one gzipped
+    _fake_ort(monkeypatch, nodes, fp32_us=[20, 42, 5, 3, 2], int8_us=[5, 16, 9, 2, 1],
+              rounds=[{"all_int8": STEADY, dense: _scaled(STEADY, 0.8)}])  # fmt: skip
+    sizes = {"all-int8.onnx": 1000, "float-0.onnx": 3000}
+    chosen, record = plan_int8(pre, _quantize_writing(sizes, []), np.zeros((1, 28, 28, 1), np.float32), tmp_path,
+                               size_limit=size_limit)  # fmt: skip
+    trial = record["trials"][dense]
+    assert trial["passed"]
+    assert trial["size_ratio"] == pytest.approx(3.0, abs=0.05)
+    assert trial["size_passed"] is (size_limit is None)
+    assert record["decision"] == decision
+    assert record["float_layers"] == ([] if size_limit else [dense])
+    if size_limit:
+        assert "x all-int8 > limit 1.25x" in record["reason"]
+
+
+def test_latency_plan_measures_only_the_top_k_candidates_by_profile_gain(pre_nodes, tmp_path, monkeypatch):
+    from edgepack.export.latency import plan_int8
+
+    pre, nodes = pre_nodes
+    # every node is slower in int8 by 1, 5, 3, 2, 4 µs: with k = 2 only the nodes gaining 5 and 4 are measured
+    _fake_ort(monkeypatch, nodes, fp32_us=[10, 10, 10, 10, 10], int8_us=[11, 15, 13, 12, 14],
+              rounds=[{"all_int8": STEADY, nodes[1].name: STEADY, nodes[4].name: STEADY}])  # fmt: skip
+    asked: list = []
+    _, record = plan_int8(pre, _quantize_writing({}, asked), np.zeros((1, 28, 28, 1), np.float32), tmp_path,
+                          max_candidates=2)  # fmt: skip
+    assert set(record["trials"]) == {nodes[1].name, nodes[4].name}
+    assert [c["node"] for c in record["candidates"]] == [nodes[i].name for i in (1, 4, 2, 3, 0)]
+    assert [c["measured"] for c in record["candidates"]] == [True, True, False, False, False]
+    assert len(asked) == 3  # all-int8 and the two candidates
+    assert record["decision"] == "all-int8"
+
+
+def test_latency_plan_quantizes_everything_when_int8_is_never_slower(pre_nodes, tmp_path, monkeypatch):
+    from edgepack.export.latency import plan_int8
+
+    pre, nodes = pre_nodes
+    _fake_ort(monkeypatch, nodes, fp32_us=[7, 42, 13, 3, 2], int8_us=[5, 16, 7, 2, 2], rounds=[])
+    asked: list = []
+    _, record = plan_int8(pre, _quantize_writing({}, asked), np.zeros((1, 28, 28, 1), np.float32), tmp_path)
     assert asked == [()]
     assert record["decision"] == "all-int8"
     assert record["excluded"] == []
+
+
+def test_profile_kernels_are_matched_to_nodes_by_name_not_by_order():
+    import onnx
+    from onnx import helper
+
+    from edgepack.export.latency import match_kernels, quantizable_nodes
+
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv_a"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu_a"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv_b"),
+             helper.make_node("Conv", ["c2", "w3"], ["c3"], name="conv_c")]  # fmt: skip
+    model = helper.make_model(helper.make_graph(nodes, "g", [], []))
+    q = quantizable_nodes(model)
+    fused = [
+        {"name": "fused conv_c", "op": "FusedConv", "us": 3.0},
+        {"name": "r1_nchwc", "op": "Conv", "us": 1.0},
+        {"name": "c2_nchwc", "op": "FusedConv", "us": 2.0},
+        {"name": "Reorder", "op": "ReorderOutput", "us": 9},
+    ]
+    int8 = [
+        {"name": "conv_b_token_4", "op": "QLinearConv", "us": 20.0},
+        {"name": "conv_a_token_1", "op": "QLinearConv", "us": 10.0},
+    ]  # conv_c has no kernel here
+    assert isinstance(model, onnx.ModelProto)
+    assert match_kernels(fused, model, q) == {"conv_a": 1.0, "conv_b": 2.0, "conv_c": 3.0}
+    assert match_kernels(int8, model, q) == {"conv_a": 10.0, "conv_b": 20.0}
+
+
+@pytest.mark.parametrize(
+    ("base", "factor", "passed"),
+    [(STEADY, 0.9, True), (STEADY, 0.985, False), (NOISY, 0.93, False), (NOISY, 0.9, True)],
+)
+def test_keep_float_evidence_needs_all_but_one_round_beyond_max_of_2_percent_and_the_spread(base, factor, passed):
+    from edgepack.export.latency import evidence
+
+    ev = evidence(base, _scaled(base, factor))
+    assert ev["passed"] is passed
+    med = float(np.median(base))
+    assert ev["margin"] == pytest.approx(max(0.02, 2 * float(np.median(np.abs(np.array(base) - med))) / med), abs=1e-4)
+    rounds = _scaled(base, factor)
+    rounds[3] = base[3] * 1.5  # one round disturbed: decides nothing
+    assert evidence(base, rounds)["passed"] is passed
+    rounds[5] = base[5]  # a second round lost: no longer beyond doubt
+    assert evidence(base, rounds)["passed"] is False
 
 
 def test_export_records_the_latency_plan_in_the_bundle_and_the_file_follows_it(run_copy):
@@ -192,6 +315,13 @@ def test_export_records_the_latency_plan_in_the_bundle_and_the_file_follows_it(r
     assert settings["int8_layers"] == "auto"
     assert bundle["parity"]["passed"]
     assert {"node", "op", "fp32_us", "int8_us", "precision"} <= set(plan["nodes"][0])
+    assert plan["unmatched"] == []  # every quantizable node's kernel found by name in both profiles
+    from edgepack.export.inspect import describe
+
+    info = describe(run_copy / "export/baseline-onnx-int8.onnx")
+    assert bundle["mixed"] is bool(plan["float_layers"]) is info["mixed"]
+    assert bundle["float_layers"] == plan["float_layers"]
+    assert info["float_layers"] == plan["float_layers"]  # the weight layers left float, read back from the file
     assert all(n["fp32_us"] > 0 and n["int8_us"] > 0 for n in plan["nodes"])
     assert plan["decision"] in ("mixed", "all-int8")
     assert plan["machine"]["cpu_model"]
@@ -227,48 +357,38 @@ def test_export_with_all_int8_layers_quantizes_every_conv(run_copy):
     assert all(c.input[0] in dq_outputs for c in convs)
 
 
-def _fake_tflite_plan(monkeypatch, timings: list[dict[str, float]]) -> None:
-    """Four compute ops named a-d; ``interleaved_p50`` returns the given timings call by call (keyed by the
-    names the plan times: all_int8, each op, mixed)."""
+def _fake_tflite_plan(monkeypatch, rounds: list[dict[str, list[float]]]) -> None:
+    """Four compute ops named a-d; ``interleaved_rounds`` returns the given rounds call by call."""
     from edgepack.export import latency, tflite
 
     ops = [("a", "CONV_2D"), ("b", "CONV_2D"), ("c", "FULLY_CONNECTED"), ("d", "FULLY_CONNECTED")]
     monkeypatch.setattr(tflite, "quantizable_ops", lambda content: ops)
+    monkeypatch.setattr(latency, "_tflite_order", lambda content, ops: [name for name, _ in ops])
     monkeypatch.setattr(latency, "litert_call", lambda content, x, tmp, threads=1: content)
-    queue = list(timings)
-
-    def p50(fns, **kw):
-        times = queue.pop(0)
-        return {k: times[k] for k in fns}
-
-    monkeypatch.setattr(latency, "interleaved_p50", p50)
+    queue = list(rounds)
+    monkeypatch.setattr(
+        latency, "interleaved_rounds", lambda fns, **kw: {k: v for k, v in queue.pop(0).items() if k in fns}
+    )
 
 
 @pytest.mark.parametrize(
-    ("timings", "decision", "float_ops", "chosen"),
+    ("factors", "combined", "decision", "float_ops", "chosen"),
     [
-        ([{"all_int8": 26.0, "a": 22.0, "b": 60.0, "c": 34.0, "d": 26.5}], "mixed", ["a"], b"a"),
-        ([{"all_int8": 26.0, "a": 25.8, "b": 60.0, "c": 34.0, "d": 26.5}], "all-int8", [], b"int8"),
-        (
-            [{"all_int8": 26.0, "a": 22.0, "b": 60.0, "c": 24.0, "d": 26.5}, {"all_int8": 26.0, "mixed": 20.0}],
-            "mixed",
-            ["a", "c"],
-            b"a+c",
-        ),
-        (
-            [{"all_int8": 26.0, "a": 22.0, "b": 60.0, "c": 24.0, "d": 26.5}, {"all_int8": 26.0, "mixed": 25.9}],
-            "all-int8",
-            [],
-            b"int8",
-        ),
+        ({"a": 0.8, "b": 1.5, "c": 1.2}, None, "mixed", ["a"], b"a"),
+        ({"a": 0.99, "b": 1.5, "c": 1.2}, None, "all-int8", [], b"int8"),
+        ({"a": 0.8, "b": 1.5, "c": 0.9}, 0.7, "mixed", ["a", "c"], b"a+c"),
+        ({"a": 0.8, "b": 1.5, "c": 0.9}, 0.995, "mixed", ["a"], b"a"),  # the pair is no better: the best single
     ],
 )
-def test_tflite_latency_plan_keeps_an_op_float_only_when_the_whole_file_gets_faster(
-    monkeypatch, tmp_path, timings, decision, float_ops, chosen
+def test_tflite_latency_plan_keeps_an_op_float_only_on_evidence(
+    monkeypatch, tmp_path, factors, combined, decision, float_ops, chosen
 ):
     from edgepack.export.latency import plan_tflite_int8
 
-    _fake_tflite_plan(monkeypatch, timings)
+    rounds = [{"all_int8": STEADY, **{k: _scaled(STEADY, f) for k, f in factors.items()}}]
+    if combined is not None:
+        rounds.append({"all_int8": STEADY, "combined": _scaled(STEADY, combined)})
+    _fake_tflite_plan(monkeypatch, rounds)
     asked: list[tuple[str, ...]] = []
 
     def selective(ops: tuple[str, ...]) -> bytes:
@@ -276,13 +396,16 @@ def test_tflite_latency_plan_keeps_an_op_float_only_when_the_whole_file_gets_fas
         return "+".join(ops).encode()
 
     content, record = plan_tflite_int8(b"int8", selective, np.zeros((1, 28, 28, 1), np.float32), tmp_path)
-    assert asked[:4] == [("a",), ("b",), ("c",), ("d",)]  # each op alone float
-    assert asked[4:] == ([tuple(float_ops or ["a", "c"])] if len(timings) == 2 else [])
+    assert asked[:3] == [("a",), ("b",), ("c",)]  # the top 3 candidates alone float; d is not measured
+    assert asked[3:] == ([("a", "c")] if combined is not None else [])
     assert record["decision"] == decision
-    assert record["float_ops"] == float_ops
+    assert record["float_ops"] == record["float_layers"] == float_ops
     assert content == chosen
-    assert [n["precision"] for n in record["nodes"]][1] == "int8"  # b is 60 µs float: never kept float
-    assert record["nodes"][0]["file_p50_us_with_op_float"] == timings[0]["a"]
+    assert [n["measured"] for n in record["nodes"]] == [True, True, True, False]
+    assert record["nodes"][1]["precision"] == "int8"  # b is 50% slower float: never kept float
+    assert record["nodes"][0]["file_p50_us_with_op_float"] == pytest.approx(
+        float(np.median(_scaled(STEADY, factors["a"]))), abs=0.01
+    )
 
 
 def _tflite_op_dtypes(path: Path) -> list[tuple[str, str, str]]:
@@ -309,7 +432,11 @@ def test_tflite_int8_export_records_its_latency_plan_and_the_file_follows_it(run
     assert bundle["precision"] == "int8"
     assert plan["decision"] in ("mixed", "all-int8")
     assert [n["op"] for n in plan["nodes"]] == ["CONV_2D", "CONV_2D", "FULLY_CONNECTED", "FULLY_CONNECTED"]
-    assert all(n["file_p50_us_with_op_float"] > 0 for n in plan["nodes"])
+    assert [n["measured"] for n in plan["nodes"]].count(True) == 3  # the top 3 candidates only
+    assert all(n["file_p50_us_with_op_float"] > 0 for n in plan["nodes"] if n["measured"])
+    assert plan["candidates"][0]["node"] == plan["nodes"][0]["node"]  # conv1's single input channel: tried first
+    assert bundle["mixed"] is bool(plan["float_ops"])
+    assert bundle["float_layers"] == plan["float_ops"]
     ops = _tflite_op_dtypes(run_copy / "export/baseline-tflite-int8.tflite")
     assert [name for _, name, _ in ops] == [n["node"] for n in plan["nodes"]]
     for _, name, dtype in ops:  # an op the plan kept float computes in float; every other op in int8
@@ -381,7 +508,8 @@ def test_tflite_latency_plan_skips_an_op_that_cannot_be_kept_float_alone(monkeyp
     from edgepack.errors import ExportError
     from edgepack.export.latency import plan_tflite_int8
 
-    _fake_tflite_plan(monkeypatch, [{"all_int8": 26.0, "b": 60.0, "c": 22.0, "d": 26.5}])
+    _fake_tflite_plan(monkeypatch, [{"all_int8": STEADY, "b": _scaled(STEADY, 1.5), "c": _scaled(STEADY, 0.8),
+                                     "d": _scaled(STEADY, 1.01)}])  # fmt: skip
 
     def selective(ops: tuple[str, ...]) -> bytes:
         if ops == ("a",):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from pathlib import Path
 
 import pytest
 
 from edgepack.errors import ConfigError
 from edgepack.files import atomic_path, atomic_write_json, sha256_file
 from edgepack.manifest import Artifact, RunDir
-from edgepack.recipe import PruneSettings, Recipe
+from edgepack.recipe import ExportSettings, PruneSettings, Recipe
 
 
 def test_recipe_from_toml_fills_sections_and_leaves_absent_compression_off(tmp_path):
@@ -92,3 +94,24 @@ def test_run_directory_creation_that_fails_leaves_nothing(tmp_path):
 def test_artifact_rejects_unknown_format():
     with pytest.raises(ValueError, match="artifact format 'pt'"):
         Artifact(name="x", path="x", format="pt", precision="fp32", stage="train")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"export": {"int8_size_limit": 0.9}}, "--int8-size-limit: got 0.9; expected a multiple of the all-int8 gzip"),
+        ({"export": {"latency_at_any_size": "yes"}}, "latency_at_any_size: got 'yes'; expected true or false"),
+        ({"recommend_by": "speed"}, "recommend_by: got 'speed'; choose from latency, size"),
+        ({"bench": {"keras_light": 1}}, "keras_light: got 1; expected true or false"),
+    ],
+)
+def test_latency_plan_size_and_recommendation_settings_are_validated(raw, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Recipe.from_dict(raw)
+
+
+def test_plan_size_limit_is_none_only_when_latency_at_any_size_is_asked_for():
+    assert ExportSettings().plan_size_limit == 1.25
+    assert ExportSettings(int8_size_limit=3).plan_size_limit == 3.0
+    assert ExportSettings(latency_at_any_size=True).plan_size_limit is None
+    assert Recipe.from_toml(Path(__file__).resolve().parents[1] / "recipes" / "smallest.toml").recommend_by == "size"

@@ -243,6 +243,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     collect_targets(inputs, names)  # refuse a run without exports, or files no chosen runtime runs, before timing
     say = (lambda msg: None) if args.quiet or args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
     results = run_bench(inputs, settings, names, progress=say)
+    for warning in results.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     if out is not None:  # a run's results.json keeps its earlier rows (merged by row); --out FILE is written whole
         results = save_results(out, results, merge=run_dir is not None)
     if args.json:
@@ -278,7 +280,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     given = _given(args, formats="formats", precisions="precisions", opset="opset",
                    calibration_samples="calibration_samples", calibration="calibration",
                    int8_layers="int8_layers", quant_format="quant_format",
-                   int8_activations="int8_activations")  # fmt: skip
+                   int8_activations="int8_activations", int8_size_limit="int8_size_limit")  # fmt: skip
+    if args.latency_at_any_size:
+        given["latency_at_any_size"] = True
     if args.no_fold_transposes:
         given["fold_transposes"] = False
     if args.tflm is not None:
@@ -550,6 +554,10 @@ def _add_export(sub: Any, name: str) -> None:
     p.add_argument("--calibration", help="ONNX static int8 calibration: minmax, entropy, percentile (default minmax)")
     p.add_argument("--int8-layers", help="post-training int8 (ONNX and TFLite): auto (a layer stays float where it "
                    "makes the file faster on this machine) or all (default auto)")  # fmt: skip
+    p.add_argument("--int8-size-limit", type=float, help="latency plan: a layer kept float may not grow the gzipped "
+                   "file past this multiple of the all-int8 file (default 1.25)")  # fmt: skip
+    p.add_argument("--latency-at-any-size", action="store_true",
+                   help="latency plan: keep a layer float whenever it is faster, whatever the file size")  # fmt: skip
     p.add_argument("--quant-format", help="ONNX int8 form: qdq or qoperator (default qdq)")
     p.add_argument("--int8-activations", help="ONNX int8 activations: auto (by the CPU: uint8 with VNNI, else int8), "
                    "int8 or uint8 (default auto)")  # fmt: skip

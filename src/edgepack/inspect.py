@@ -34,6 +34,7 @@ class _Graph:
     input: dict[str, Any] = field(default_factory=dict)
     output: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"
+    float_layers: list[str] = field(default_factory=list)  # weight-carrying layers computing in float
 
 
 def describe(path: str | Path, input_shape: Sequence[int] | None = None) -> dict[str, Any]:
@@ -53,6 +54,9 @@ def describe(path: str | Path, input_shape: Sequence[int] | None = None) -> dict
         "gzip_bytes": gzip_size(path),
         "sha256": sha256_file(path),
         "precision": graph.precision,
+        # an int8 file with float layers (a latency plan kept them float) is mixed: say so and which
+        "mixed": graph.precision == "int8" and bool(graph.float_layers),
+        "float_layers": graph.float_layers if graph.precision == "int8" else [],
         "params": graph.params,
         "macs": graph.macs,
         "kernel_params": kernel_total,
@@ -331,6 +335,8 @@ def _read_onnx(path: Path, input_shape: Sequence[int] | None = None) -> _Graph:
         k = ops.ONNX_WEIGHT_INPUT.get(n.op_type)
         if k is not None and len(n.input) > k and (found := weight(n, k)) is not None:
             g.kernels.append(found)
+            if found[0].dtype in (np.float32, np.float16) and n.input[k] in inits:
+                g.float_layers.append(n.name or n.output[0])
         _add_macs(g, f"{n.op_type} {n.name or n.output[0]}", _onnx_node_macs(n, shapes))
 
     g.precision = _onnx_precision(graph, inits)
@@ -462,6 +468,8 @@ def _read_tflite(path: Path, input_shape: Sequence[int] | None = None) -> _Graph
         zps = tensors[wi]["quantization_parameters"]["zero_points"]
         zp = int(zps[0]) if len(zps) and np.all(zps == zps[0]) else 0
         g.kernels.append((w, zp))
+        if w.dtype in (np.float32, np.float16):
+            g.float_layers.append(tensors[int(o["outputs"][0])]["name"])
         if w.dtype == np.int8:
             activation = tensors[int(o["inputs"][2 if name == "TRANSPOSE_CONV" else 0])]["dtype"]
             float_input_int8_weights |= activation == np.float32

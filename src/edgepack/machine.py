@@ -82,3 +82,21 @@ def machine_info(label: str | None = None) -> dict:
         "libraries": library_versions(),
         "emulated": is_emulated(),
     }
+
+
+GOVERNOR = "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"
+
+
+def machine_state() -> dict:
+    """What may disturb a measurement right now: the 1/5/15-minute load averages and the CPU frequency governor
+    (None where the system does not expose them, e.g. in many containers)."""
+    try:
+        load = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        load = None
+    try:
+        with open(GOVERNOR, encoding="utf-8") as f:
+            governor = f.read().strip() or None
+    except OSError:
+        governor = None
+    return {"load_avg": load, "governor": governor}

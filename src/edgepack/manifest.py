@@ -30,6 +30,7 @@ MANIFEST = "manifest.json"
 LOCK = ".lock"  # guards every read-modify-write of manifest.json (and bench/results.json)
 OWNER = ".partial.lock"  # held while a new run is built in its hidden staging folder
 STALE_TRASH_S = 3600.0
+_LAST_CPU = 0.0  # process + children CPU seconds at the last history record (RunDir.record)
 FORMATS = ("keras", "tflite", "onnx")
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 STAGES = ("train", "import", "prune", "cluster", "qat", "export")
@@ -205,10 +206,18 @@ class RunDir:
         self._base = copy.deepcopy(self.manifest)
 
     def record(self, stage: str, settings: dict[str, Any], seconds: float) -> None:
-        """Append a line to the run's history: which stage ran, with what, for how long."""
-        self.manifest.setdefault("history", []).append(
-            {"stage": stage, "settings": settings, "seconds": round(seconds, 3), "at": _now()}
-        )
+        """Append a line to the run's history: which stage ran, with what, for how long (wall seconds, and the CPU
+        seconds this process and its children used since the previous record: a load-independent cost), and the
+        load average when it ended."""
+        global _LAST_CPU
+        t = os.times()
+        cpu = t.user + t.system + t.children_user + t.children_system
+        entry = {"stage": stage, "settings": settings, "seconds": round(seconds, 3),
+                 "cpu_seconds": round(cpu - _LAST_CPU, 1), "at": _now()}  # fmt: skip
+        _LAST_CPU = cpu
+        with contextlib.suppress(OSError):
+            entry["load_avg"] = [round(v, 2) for v in os.getloadavg()]
+        self.manifest.setdefault("history", []).append(entry)
 
     @property
     def artifacts(self) -> list[Artifact]:

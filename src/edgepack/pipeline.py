@@ -66,6 +66,8 @@ def bench_stage(run: RunDir, recipe: Recipe, progress: bool = True) -> Path:
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     results = run_bench([str(run.path)], recipe.bench, resolve_runtimes(recipe.bench.runtimes), progress=say)
     path = atomic_write_json(run.path / "bench" / "results.json", results)
+    for warning in results.get("warnings", []):
+        log.warning("%s", warning)
     run.record("bench", to_plain(recipe.bench), time.perf_counter() - start)
     run.save()
     return path
@@ -75,7 +77,8 @@ def report_stage(run: RunDir, recipe: Recipe) -> None:
     """DIR/report.md, DIR/report.html and DIR/plots/*.png from DIR/bench/results.json."""
     from edgepack.bench.report import load_results, recommend_text, write_report
 
-    _, [rec] = write_report(load_results([str(run.path)]), run.path, html_page=True, max_drop=recipe.max_accuracy_drop)
+    _, [rec] = write_report(load_results([str(run.path)]), run.path, html_page=True, max_drop=recipe.max_accuracy_drop,
+                          objective=recipe.recommend_by)  # fmt: skip
     run.manifest["recommended"] = rec.row and {k: rec.row[k] for k in ("artifact", "runtime", "format", "precision")}
     run.save()
     log.info("%s", recommend_text(rec).replace("**", ""))

@@ -340,6 +340,10 @@ class ExportSettings:
     # issue 15 (edgepack.mcu): TFLM verification of every int8 .tflite; None = on where tflite-micro is installed
     tflm: bool | None = None
     boards: tuple[str, ...] = ("all",)  # --board: names from edgepack.mcu.boards.BOARDS, or all
+    # latency plan (int8_layers=auto): a layer kept float may not grow the gzipped file past this multiple of the
+    # all-int8 file's gzip size, unless latency_at_any_size
+    int8_size_limit: float = 1.25
+    latency_at_any_size: bool = False
 
     def __post_init__(self) -> None:
         from edgepack.mcu.boards import resolve
@@ -353,12 +357,23 @@ class ExportSettings:
             isinstance(self.fold_transposes, bool),
             f"fold_transposes: got {self.fold_transposes!r}; expected true or false",
         )
+        _check(isinstance(self.int8_size_limit, int | float) and not isinstance(self.int8_size_limit, bool)
+               and self.int8_size_limit >= 1.0,
+               f"--int8-size-limit: got {self.int8_size_limit!r}; expected a multiple of the all-int8 gzip size >= 1 "
+               "(or latency_at_any_size = true)")  # fmt: skip
+        _check(isinstance(self.latency_at_any_size, bool),
+               f"latency_at_any_size: got {self.latency_at_any_size!r}; expected true or false")  # fmt: skip
         object.__setattr__(self, "formats", _enum_tuple(self.formats, Format, "--formats"))
         object.__setattr__(self, "precisions", _enum_tuple(self.precisions, Precision, "--precisions"))
         _positive_int(self.opset, "--opset", minimum=13, maximum=18)
         _positive_int(self.calibration_samples, "--calibration-samples")
         object.__setattr__(self, "calibration", Calibration.parse(self.calibration, "--calibration"))
         _bool(self.allow_parity_failure, "allow_parity_failure")
+
+    @property
+    def plan_size_limit(self) -> float | None:
+        """The latency plan's gzip limit (a multiple of the all-int8 file), None for latency at any size."""
+        return None if self.latency_at_any_size else float(self.int8_size_limit)
 
 
 MAX_MIN_TIME_S = 3600.0
@@ -376,6 +391,9 @@ class BenchSettings:
     min_time: float = 0.5  # seconds per timing window
     windows: int = 5
     label: str | None = None
+    # light Keras reference rows (the demo): first thread count and batch only, one window, the baseline's cold
+    # start only; the lean-runtime rows are measured exactly as with keras_light = false
+    keras_light: bool = False
 
     def __post_init__(self) -> None:
         if self.runtimes is not None:
@@ -392,6 +410,7 @@ class BenchSettings:
             _positive_int(b, "--batch", maximum=MAX_BATCH)
         _check(self.label is None or (isinstance(self.label, str) and self.label.strip() != ""),
                f"--label: got {self.label!r}; expected a name")  # fmt: skip
+        _check(isinstance(self.keras_light, bool), f"keras_light: got {self.keras_light!r}; expected true or false")
 
 
 @dataclass(frozen=True)
@@ -406,16 +425,22 @@ class Recipe:
     export: ExportSettings = field(default_factory=ExportSettings)
     bench: BenchSettings = field(default_factory=BenchSettings)
     max_accuracy_drop: float = 1.0  # points: the budget for the report's recommended file
+    recommend_by: str = "latency"  # within the budget, the fastest file (latency) or the smallest (size)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.max_accuracy_drop, int | float) and not isinstance(self.max_accuracy_drop, bool)
                and 0 <= self.max_accuracy_drop <= 100,
                f"max_accuracy_drop: got {self.max_accuracy_drop!r}; expected points in [0, 100]")  # fmt: skip
+        _check(self.recommend_by in ("latency", "size"),
+               f"recommend_by: got {self.recommend_by!r}; choose from latency, size")  # fmt: skip
 
     @classmethod
     def default(cls) -> Recipe:
-        """What `edgepack run` does without a recipe: baseline -> prune 0.8 -> prune-preserving QAT."""
-        return cls(prune=PruneSettings(), qat=QATSettings())
+        """What `edgepack run` does without a recipe: baseline -> prune 0.8 -> prune-preserving QAT, and the demo's
+        bench: threads 1 and 2 at batch 1 (the latency case; `make bench` adds batch 32), 3 windows of 0.2 s per
+        row, light Keras reference rows."""
+        return cls(prune=PruneSettings(), qat=QATSettings(),
+                   bench=BenchSettings(batch=(1,), min_time=0.2, windows=3, keras_light=True))  # fmt: skip
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Recipe:

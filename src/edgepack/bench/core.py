@@ -24,7 +24,7 @@ import numpy as np
 from edgepack import __version__
 from edgepack.errors import ConfigError, ModelLoadError
 from edgepack.files import gzip_size
-from edgepack.machine import machine_info
+from edgepack.machine import machine_info, machine_state
 from edgepack.recipe import BenchSettings, Runtime
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class Target:
     metrics: dict[str, Any] = field(default_factory=dict)
     eval_npz: Path | None = None
     model_spec: dict[str, Any] | None = None  # the run's model description (Keras rows preprocess with it)
+    float_layers: list[str] = field(default_factory=list)  # int8 files with layers a latency plan left float
 
 
 # -- what to benchmark ---------------------------------------------------------------------------------------------
@@ -77,7 +78,8 @@ def targets_from_run(run_path: Path) -> list[Target]:
             parity = _read_json(bundle).get("parity")
         targets.append(Target(a.name, bundle if bundle.is_file() and a.format != "keras" else file, file, a.format,
                               a.precision, a.parent, parity, metrics, eval_npz if eval_npz.is_file() else None,
-                              run.model_spec().to_dict()))  # fmt: skip
+                              model_spec=run.model_spec().to_dict(),
+                              float_layers=list(a.settings.get("float_layers") or [])))  # fmt: skip
     if not any(t.format != "keras" for t in targets):  # Keras rows need export/eval.npz: nothing to measure
         raise ConfigError(f"run directory {run.path}: no exported files to benchmark; run `edgepack export` first")
     return targets
@@ -116,7 +118,8 @@ def target_from_file(path: Path) -> Target:
     eval_npz = file.parent / "eval.npz"
     precision = bundle.get("precision") or "unknown"
     return Target(file.stem, path, file, fmt, precision, (bundle.get("source") or {}).get("artifact"),
-                  bundle.get("parity"), {}, eval_npz if eval_npz.is_file() else None)  # fmt: skip
+                  bundle.get("parity"), {}, eval_npz if eval_npz.is_file() else None,
+                  list(bundle.get("float_layers") or []))  # fmt: skip
 
 
 def collect_targets(inputs: list[str], runtimes: tuple[str, ...] | None = None) -> list[Target]:
@@ -249,6 +252,7 @@ def _base_row(t: Target, runtime: str) -> dict[str, Any]:
         "gzip_bytes": gzip_size(t.file) if t.file.is_file() else m.get("gzip_bytes"),
         "params": m.get("params"), "nonzero_params": m.get("nonzero_params"), "sparsity": m.get("sparsity"),
         "macs": m.get("macs"), "parity": parity,
+        "mixed": bool(t.float_layers), "float_layers": list(t.float_layers),
     }  # fmt: skip
 
 
@@ -309,15 +313,18 @@ def _bench_keras(targets: list[Target], settings: BenchSettings, progress: Any) 
     models = [{"name": t.name, "path": str(t.file), "model_spec": t.model_spec} for t in with_eval]
     by_name = {t.name: t for t in with_eval}
     x, _ = _eval_set(with_eval[0])
+    light = settings.keras_light  # the demo: a reference line, not a benchmark of Keras
+    cold_for = [t for t in with_eval if not light or t.name == "baseline"] or with_eval[:1]
     colds = {t.name: cold_start(t.file, "keras", settings.threads[0],
                                 ModelSpec.from_dict(t.model_spec).preprocess_pixels(x[:1]) if t.model_spec else x[:1])
-             for t in with_eval}  # fmt: skip
+             for t in cold_for}  # fmt: skip
+    none = {k: None for k in next(iter(colds.values()))}
     rows = []
-    for threads in settings.threads:
-        progress(f"Keras reference rows, threads={threads} ({len(models)} models)")
-        for k in keras_rows(
-            models, with_eval[0].eval_npz, threads, settings.batch, settings.min_time, settings.windows
-        ):
+    for threads in settings.threads[:1] if light else settings.threads:
+        progress(f"Keras reference rows, threads={threads} ({len(models)} models{', light' if light else ''})")
+        batch = settings.batch[:1] if light else settings.batch
+        min_time, windows = (min(settings.min_time, 0.2), 1) if light else (settings.min_time, settings.windows)
+        for k in keras_rows(models, with_eval[0].eval_npz, threads, batch, min_time, windows):
             t = by_name[k["artifact"]]
             row = _base_row(t, "keras")
             for key in ("macs", "params", "sparsity"):
@@ -327,7 +334,7 @@ def _bench_keras(targets: list[Target], settings: BenchSettings, progress: Any) 
                        latency_us={s: timing[s] for s in ("p50", "p90", "p99", "mean", "std", "min", "max", "n")},
                        throughput_per_s=k["throughput_per_s"], windows=timing["windows"],
                        warmup_calls=timing["warmup_calls"], window_p50_us=timing["window_p50"],
-                       accuracy=k["accuracy"], n_eval=k["n_eval"], **colds[t.name])  # fmt: skip
+                       accuracy=k["accuracy"], n_eval=k["n_eval"], **colds.get(t.name, none))  # fmt: skip
             rows.append(row)
     return rows
 
@@ -354,6 +361,15 @@ def _fill_macs(rows: list[dict[str, Any]], targets: list[Target]) -> None:
             r["macs"] = by_source.get(r["source"] or "") or by_source.get(r["artifact"])
 
 
+def _fill_intervals(rows: list[dict[str, Any]]) -> None:
+    """The 95% Wilson interval of each row's accuracy (``accuracy_ci95``: [low, high])."""
+    from edgepack.bench.stats import wilson_interval
+
+    for r in rows:
+        ok = r.get("accuracy") is not None and r.get("n_eval")
+        r["accuracy_ci95"] = [round(v, 5) for v in wilson_interval(r["accuracy"], r["n_eval"])] if ok else None
+
+
 def _fill_floor(rows: list[dict[str, Any]], floor: dict[str, Any]) -> None:
     from edgepack.bench.floor import floor_us
 
@@ -378,6 +394,7 @@ def run_bench(inputs: list[str], settings: BenchSettings, runtimes: tuple[str, .
     if skipped:
         log.info("not in --runtimes %s: %s", ",".join(runtimes), ", ".join(skipped))
     started = _dt.datetime.now(_dt.timezone.utc)
+    state_start = machine_state()
     say("measuring the compute floor (fp32 and int8 GEMM on one core)")
     if floor is None:  # under qemu a 1024^3 GEMM takes minutes and its rate means nothing: one small size
         floor = measure_floor(sizes=(256,), windows=1) if machine_info().get("emulated") else measure_floor()
@@ -393,11 +410,16 @@ def run_bench(inputs: list[str], settings: BenchSettings, runtimes: tuple[str, .
         rows.extend(_bench_keras(keras, settings, say))
     _fill_macs(rows, targets)
     _fill_floor(rows, floor)
+    _fill_intervals(rows)
+    machine = {**machine_info(settings.label), "state_start": state_start, "state_end": machine_state()}
+    from edgepack.bench.floor import measurement_warnings
+
     return {
         "edgepack_version": __version__,
         "created": started.isoformat(timespec="seconds"),
         "seconds": round((_dt.datetime.now(_dt.timezone.utc) - started).total_seconds(), 1),
-        "machine": machine_info(settings.label),
+        "machine": machine,
+        "warnings": measurement_warnings(machine, floor),
         "settings": {"runtimes": list(runtimes), "threads": list(settings.threads), "batch": list(settings.batch),
                      "min_time_s": settings.min_time, "windows": settings.windows, "inputs": [str(i) for i in inputs]},
         "floor": floor,

@@ -20,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 SIZES = (256, 512, 1024)  # square GEMMs; the best rate over these sizes is the floor
+TARGET_SPREAD = 0.03  # windows are added until the best ``windows`` of them agree within 3% ...
+MAX_WINDOWS = 12  # ... or this many were timed: then the best window stands and the spread is recorded
+BUSY_LOAD = 0.5  # load average per core above which a bench run is flagged as measured on a busy machine
+LARGE_SPREAD = 0.10  # floor spread above which the floor is flagged as unstable
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 
 # -- a minimal protobuf writer for ModelProto --------------------------------------------------------------------
@@ -92,9 +96,12 @@ def _measure(min_time: float, windows: int, sizes: tuple[int, ...]) -> dict[str,
     found: dict[str, list[dict[str, Any]]] = {"fp32": [], "int8": []}
 
     def rate(kind: str, method: str, size: int, fn: Any) -> None:
-        t = time_call(fn, min_time=min_time, windows=windows, warmup_time=0.1)
-        best_us = min(t.window_p50)  # the best window: the floor is what the core can reach
-        found[kind].append({"method": method, "size": size, "macs_per_s": size**3 / (best_us / 1e6)})
+        p50s = list(time_call(fn, min_time=min_time, windows=windows, warmup_time=0.1).window_p50)
+        while window_spread(p50s, windows) > TARGET_SPREAD and len(p50s) < MAX_WINDOWS:
+            p50s += time_call(fn, min_time=min_time, windows=1, warmup_time=0.0).window_p50
+        best_us = min(p50s)  # the best window: the floor is what the core can reach
+        found[kind].append({"method": method, "size": size, "macs_per_s": size**3 / (best_us / 1e6),
+                            "windows": len(p50s), "spread": round(window_spread(p50s, windows), 4)})  # fmt: skip
 
     opts = ort.SessionOptions() if ort else None
     if ort:
@@ -122,9 +129,16 @@ def _measure(min_time: float, windows: int, sizes: tuple[int, ...]) -> dict[str,
         out[f"{kind}_macs_per_s"] = best["macs_per_s"]
         out[f"{kind}_method"] = f"{best['method']} {best['size']}x{best['size']}"
         out[f"{kind}_candidates"] = rows
+        out[f"{kind}_spread"] = best["spread"]
     out["blas"] = _blas_info()
     out["env"] = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", *_THREAD_VARS)}
     return out
+
+
+def window_spread(p50s: list[float], k: int) -> float:
+    """(max - min) / min over the ``k`` fastest windows: how well the best windows agree."""
+    best = sorted(p50s)[: max(k, 1)]
+    return (best[-1] - best[0]) / best[0] if best and best[0] > 0 else 0.0
 
 
 def _blas_info() -> list[dict[str, Any]]:
@@ -146,8 +160,28 @@ def measure_floor(min_time: float = 0.3, windows: int = 3, sizes: tuple[int, ...
     if proc.returncode != 0:
         raise RuntimeError(f"compute floor measurement failed: {proc.stderr.strip().splitlines()[-1:]}")
     floor = json.loads(proc.stdout.strip().splitlines()[-1])
-    floor.update({"threads": 1, "min_time_s": min_time, "windows": windows})
+    floor.update({"threads": 1, "min_time_s": min_time, "windows": windows, "target_spread": TARGET_SPREAD,
+                  "max_windows": MAX_WINDOWS,
+                  "spread": max(floor.get("fp32_spread", 0.0), floor.get("int8_spread", 0.0))})  # fmt: skip
     return floor
+
+
+def measurement_warnings(machine: dict[str, Any], floor: dict[str, Any] | None) -> list[str]:
+    """Why a run's figures may not be the machine's: busy at the start or end (load average over BUSY_LOAD per
+    core), or a compute floor whose best windows disagree by more than LARGE_SPREAD."""
+    out = []
+    cores = machine.get("cores") or 1
+    loads = {w: (machine.get(f"state_{w}") or {}).get("load_avg") for w in ("start", "end")}
+    busy = {w: v[0] for w, v in loads.items() if v and v[0] > BUSY_LOAD * cores}
+    if busy:
+        seen = ", ".join(f"{v:.2f} at the {w}" for w, v in busy.items())
+        out.append(f"BUSY MACHINE: 1-minute load average {seen} of the bench on {cores} cores (> {BUSY_LOAD:g} per "
+                   "core): latencies and the floor may be inflated; rerun on a quiet machine for figures to quote")  # fmt: skip
+    spread = (floor or {}).get("spread")
+    if spread is not None and spread > LARGE_SPREAD:
+        out.append(f"UNSTABLE FLOOR: the compute floor's best windows differ by {spread:.0%} (> "
+                   f"{LARGE_SPREAD:.0%}): × floor figures are uncertain by as much")  # fmt: skip
+    return out
 
 
 def floor_us(macs: int | None, precision: str, batch: int, threads: int, floor: dict[str, Any]) -> float | None:

@@ -99,6 +99,12 @@ class Recommendation:
     max_drop_points: float
     batch: int
     threads: int
+    reference: dict[str, Any] | None = None  # the budget reference: the uncompressed float model's row
+    smallest: dict[str, Any] | None = None  # the fewest gzip bytes within budget
+    fastest: dict[str, Any] | None = None  # the fastest shippable file, within budget or not
+    fp32: dict[str, Any] | None = None  # the reference's fp32 export in the recommended file's runtime
+    threads_to_use: int | None = None
+    why: str = ""
 
 
 def _p50(row: dict[str, Any]) -> float:
@@ -114,22 +120,66 @@ def headline_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int
     return [r for r in rows if r["batch"] == batch and r["threads"] == threads], batch, threads
 
 
-def recommend(rows: list[dict[str, Any]], max_drop: float = 1.0) -> Recommendation:
-    """The fastest deployable file whose accuracy is within ``max_drop`` points of the best float source model
-    (the Keras rows when present, else the fp32 exports)."""
+def budget_reference(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The one budget reference: the uncompressed float model (the Keras ``baseline``), else its fp32 export
+    (the parity gate holds it to the Keras outputs), else the most accurate fp32 file of the rows."""
+    with_acc = [r for r in rows if r.get("accuracy") is not None]
+    for pick in (
+        lambda r: r["format"] == "keras" and r["artifact"] == "baseline",
+        lambda r: r["precision"] == "fp32" and r.get("source") == "baseline" and r["format"] == "tflite",
+        lambda r: r["precision"] == "fp32" and r.get("source") == "baseline",
+    ):
+        found = [r for r in with_acc if pick(r)]
+        if found:
+            return found[0]
+    fp32 = [r for r in with_acc if r["precision"] == "fp32"]
+    return max(fp32, key=lambda r: r["accuracy"], default=None)
+
+
+def shippable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Exported files a device can run (Keras rows are references only) that did not fail the parity gate."""
+    return [r for r in rows if r["format"] != "keras" and (r.get("parity") or {}).get("passed") is not False]
+
+
+def threads_to_use(rows: list[dict[str, Any]], row: dict[str, Any], tolerance: float = 0.05) -> int:
+    """The fewest threads whose batch-``row["batch"]`` p50 is within ``tolerance`` of the best for that file."""
+    same = [r for r in rows if r["artifact"] == row["artifact"] and r["runtime"] == row["runtime"]
+            and r["batch"] == row["batch"]]  # fmt: skip
+    best = min(map(_p50, same))
+    return min(r["threads"] for r in same if _p50(r) <= best * (1 + tolerance))
+
+
+def recommend(rows: list[dict[str, Any]], max_drop: float = 1.0, objective: str = "latency") -> Recommendation:
+    """The fastest shippable file within budget: its accuracy within ``max_drop`` points of the uncompressed float
+    model's (``budget_reference``) by ``stats.within_budget`` (95% Wilson intervals: files whose interval reaches
+    the line count as within, so one image does not decide); then latency decides (``objective`` "size": the
+    fewest gzip bytes decide, latency breaks ties)."""
+    if objective not in ("latency", "size"):
+        raise ConfigError(f"recommend: objective {objective!r}; choose from latency, size")
+    from edgepack.bench.stats import within_budget
+
     head, batch, threads = headline_rows(rows)
-    floats = [r for r in head if r["format"] == "keras" and r.get("accuracy") is not None]
-    floats = floats or [r for r in head if r["precision"] == "fp32" and r.get("accuracy") is not None]
-    reference = max((r["accuracy"] for r in floats), default=None)
-    candidates = [r for r in head if r["format"] != "keras"]
-    if reference is not None:
-        candidates = [
-            r
-            for r in candidates
-            if r.get("accuracy") is not None and r["accuracy"] >= reference - max_drop / 100 - 1e-12
-        ]
-    best = min(candidates, key=_p50, default=None)
-    return Recommendation(best, reference, max_drop, batch, threads)
+    ref = budget_reference(head)
+    reference = ref["accuracy"] if ref else None
+    files = shippable(head)
+    ok = [r for r in files if within_budget(r.get("accuracy"), r.get("n_eval"), reference, max_drop)]
+    smallest = min(ok, key=lambda r: (r.get("gzip_bytes") or 0, _p50(r)), default=None)
+    best = smallest if objective == "size" else min(ok, key=lambda r: (_p50(r), r.get("gzip_bytes") or 0), default=None)
+    fastest = min(files, key=_p50, default=None)
+    fp32 = None
+    if best is not None:
+        same_rt = [r for r in files if r["precision"] == "fp32" and r["runtime"] == best["runtime"]]
+        fp32 = next((r for r in same_rt if r.get("source") == (ref or {}).get("artifact", "baseline")),
+                    same_rt[0] if same_rt else None)  # fmt: skip
+    why = ""
+    if best is not None:
+        faster_out = [r for r in files if _p50(r) < _p50(best)]
+        what = "smallest (gzip)" if objective == "size" else "fastest (p50)"
+        why = (f"the {what} of {len(ok)} files within {max_drop:g} point of the uncompressed float model's accuracy"
+               + (f"; {len(faster_out)} faster file(s) fall outside the budget" if faster_out and objective ==
+                  "latency" else ""))  # fmt: skip
+    return Recommendation(best, reference, max_drop, batch, threads, ref, smallest, fastest, fp32,
+                          threads_to_use(rows, best) if best else None, why)  # fmt: skip
 
 
 def headline_figures(rows: list[dict[str, Any]], max_drop: float = 1.0) -> dict[str, Any]:
@@ -149,17 +199,14 @@ def headline_figures(rows: list[dict[str, Any]], max_drop: float = 1.0) -> dict[
     if best and calls:
         src = [r for r in calls if r["artifact"] == best.get("source")] or calls
         out["keras_model_call_over_best"] = _p50(src[0]) / _p50(best)
-    floats = [r for r in head if r["format"] == "keras" and r.get("accuracy") is not None]
-    base = next((r for r in floats if r["artifact"] == "baseline"), floats[0] if floats else None)
-    files = [r for r in head if r["format"] != "keras" and r.get("accuracy") is not None and r.get("gzip_bytes")]
+    from edgepack.bench.stats import within_budget
+
+    ref_row = budget_reference(head)
+    files = [r for r in shippable(head) if r.get("accuracy") is not None and r.get("gzip_bytes")]
     tfl32 = [r for r in files if r["format"] == "tflite" and r["precision"] == "fp32"]
-    if tfl32 and files:
-        # without Keras rows (not benchmarked), the baseline's fp32 .tflite stands in for its accuracy: the
-        # parity gate holds it to the Keras outputs within 1e-4
-        ref = next((r for r in tfl32 if r.get("source") == (base["artifact"] if base else "baseline")), None)
-        base_acc = base["accuracy"] if base else (ref or {}).get("accuracy")
-        ref = ref or tfl32[0]
-        ok = [r for r in files if base_acc is not None and r["accuracy"] >= base_acc - 0.005 - 1e-12]
+    if tfl32 and files and ref_row is not None:
+        ref = next((r for r in tfl32 if r.get("source") == "baseline"), tfl32[0])
+        ok = [r for r in files if within_budget(r["accuracy"], r.get("n_eval"), ref_row["accuracy"], 0.5)]
         if ok:
             small = min(ok, key=lambda r: r["gzip_bytes"])
             out["smallest_within_half_point"] = small["artifact"]
@@ -267,62 +314,104 @@ def _machine_rows(results: list[dict[str, Any]], names: list[str]) -> list[list[
     return rows
 
 
+def _precision(r: dict[str, Any]) -> str:
+    """The precision as the report shows it: int8 files with float layers say "int8 mixed (N float)"."""
+    if r.get("mixed"):
+        return f"{r['precision']} mixed ({len(r.get('float_layers') or [])} float)"
+    return str(r["precision"])
+
+
+def _acc_ci(r: dict[str, Any] | None) -> str:
+    if not r or r.get("accuracy") is None:
+        return "–"
+    ci = r.get("accuracy_ci95")
+    if not ci and r.get("n_eval"):  # results written before intervals were recorded
+        from edgepack.bench.stats import wilson_interval
+
+        ci = wilson_interval(r["accuracy"], r["n_eval"])
+    return _acc(r["accuracy"]) + (f" [{100 * ci[0]:.1f}–{100 * ci[1]:.1f}]" if ci else "")
+
+
 def recommend_text(rec: Recommendation) -> str:
-    budget = f"within {rec.max_drop_points:g} point of the best float source accuracy {_acc(rec.reference_accuracy)}"
+    budget = (f"within {rec.max_drop_points:g} point of the uncompressed float model's accuracy "
+              f"{_acc(rec.reference_accuracy)}")  # fmt: skip
     if rec.row is None:
         return f"Recommended file: none — no deployable file is {budget}."
     r = rec.row
-    return (f"Recommended file: **{r['artifact']}** ({r['format']} {r['precision']}, {r['runtime']}) — "
+    return (f"Recommended file: **{r['artifact']}** ({r['format']} {_precision(r)}, {r['runtime']}) — "
             f"p50 {_us(_p50(r))} at batch {rec.batch}, {rec.threads} thread{'s' if rec.threads > 1 else ''}; "
-            f"accuracy {_acc(r.get('accuracy'))} ({budget}); {_kb(r.get('gzip_bytes'))} gzipped; "
+            f"accuracy {_acc_ci(r)} ({budget}); {_kb(r.get('gzip_bytes'))} gzipped; "
             f"{_num(r.get('floor_ratio'), '{:.2f}')}× the compute floor")  # fmt: skip
 
 
-# -- the page --------------------------------------------------------------------------------------------------
+def _bundle(r: dict[str, Any]) -> str | None:
+    b = Path(r["path"]).with_suffix(".json")
+    return str(b) if b.is_file() or r["format"] != "keras" else None
 
 
-def build_blocks(results: list[dict[str, Any]], max_drop: float = 1.0, plots: bool = True) -> list[Block]:
-    names = machine_names(results)
-    blocks: list[Block] = [("h1", "edgepack benchmark report")]
-    if len(results) == 1:
-        blocks += _single(results[0], names[0], max_drop)
-    else:
-        blocks += _comparison(results, names, max_drop)
-    blocks.append(("h2", "Machines"))
-    blocks.append(("table", ["", *names], _machine_rows(results, names)))
-    if plots:
-        blocks.append(("h2", "Plots"))
-        for title, png in make_plots(results, names, max_drop):
-            blocks.append(("img", title, png))
-    notes = ("Latency: end-to-end `predict()` from uint8 pixels, what a device program pays (preprocessing, engine "
-             "call, output head); median of MLPerf-style windows (each at least min_time seconds) after warm-up. The "
-             "engine call alone is `engine_latency_us` in results.json, timed in interleaved windows. floor_us = multiply-adds ÷ the best one-core GEMM rate measured in the same run "
-             "(int8 rate for int8/dynamic files) ÷ threads; ×floor = p50 ÷ floor_us. Cold start: a fresh process "
-             "importing the runtime, loading the file and running one inference; RSS is that process's peak.")  # fmt: skip
-    blocks.append(("p", notes))
-    return blocks
+def decision_card(res: dict[str, Any], max_drop: float, objective: str = "latency") -> list[Block]:
+    """The report's first screen: which file, why, what it costs, beside the smallest, the fastest and the fp32
+    reference; the thread count to use and the files to copy to the device; the measurement warnings."""
+    rows = res["results"]
+    rec = recommend(rows, max_drop, objective)
+    out: list[Block] = [("warn", w) for w in res.get("warnings", [])]
+    if rec.row is None:
+        return [*out, ("card", "No file within budget", [("verdict", recommend_text(rec).replace("**", ""))])]
+    r = rec.row
+
+    def line(x: dict[str, Any] | None) -> str:
+        if x is None:
+            return "–"
+        return (f"{x['artifact']} ({x['runtime']}, {_precision(x)}): p50 {_us(_p50(x))}, {_acc_ci(x)}, "
+                f"{_kb(x.get('gzip_bytes'))} gzip")  # fmt: skip
+
+    files = [r["path"]] + ([_bundle(r)] if _bundle(r) else [])
+    n_eval = r.get("n_eval")
+    mixed = (f"; mixed: {len(r.get('float_layers') or [])} layer(s) left float by the latency plan "
+             f"({', '.join(r.get('float_layers') or [])})" if r.get("mixed") else "")  # fmt: skip
+    lines = [
+        ("recommended", f"**{r['artifact']}** — {r['format']} {_precision(r)} on {r['runtime']}{mixed}"),
+        ("why", rec.why),
+        ("what it costs", f"p50 {_us(_p50(r))} (batch {rec.batch}, {rec.threads} thread), "
+                          f"{_num(r.get('floor_ratio'), '{:.2f}')}× the compute floor; accuracy {_acc_ci(r)} "
+                          f"(95% Wilson interval{f' on {n_eval} images' if n_eval else ''}) vs the reference "
+                          f"{_acc_ci(rec.reference)}; {_kb(r.get('gzip_bytes'))} gzipped "
+                          f"({_kb(r.get('size_bytes'))} on disk)"),
+        ("threads to use", f"{rec.threads_to_use} (the fewest within 5% of this file's best p50 at batch {rec.batch})"),
+        ("copy these files to the device", " + ".join(f"`{f}`" for f in files)
+         + f" — then `pip install edgepack` and `edgepack predict {Path(files[-1]).name} IMAGE`"),
+        ("smallest within budget", line(rec.smallest)),
+        ("fastest (any accuracy)", line(rec.fastest)),
+        ("fp32 reference", line(rec.fp32)),
+        ("budget", f"{max_drop:g} point below the uncompressed float model "
+                   f"({(rec.reference or {}).get('artifact', '–')}, {_acc_ci(rec.reference)}); a file counts as "
+                   "within when its 95% interval reaches that line"),
+    ]  # fmt: skip
+    return [*out, ("card", "Which file to ship", lines)]
 
 
-def _single(res: dict[str, Any], name: str, max_drop: float) -> list[Block]:
+def _single(res: dict[str, Any], name: str, max_drop: float, objective: str = "latency") -> list[Block]:
     rows = res["results"]
     head, batch, threads = headline_rows(rows)
     blocks: list[Block] = [
         ("p", f"Machine: **{name}** — {res['machine'].get('cpu_model')} ({res['machine'].get('arch')}, "
               f"{res['machine'].get('cores')} cores){' — EMULATED: not real speed' if res['machine'].get('emulated') else ''}"),
-        ("p", recommend_text(recommend(rows, max_drop))),
+        *decision_card(res, max_drop, objective),
+    ]  # fmt: skip
+    details: list[Block] = [
         ("p", "Parity: " + parity_verdict(rows)),
         ("p", _figures_text(headline_figures(rows, max_drop))),
-        ("h2", f"Headline: batch {batch}, {threads} thread{'s' if threads > 1 else ''}"),
-    ]  # fmt: skip
-    headers = ["file", "runtime", "precision", "accuracy", "p50", "p90", "p99", "×floor", "cold start", "peak RSS",
-               "size", "gzip", "sparsity", "parity"]  # fmt: skip
-    table = [[_label(r), r["runtime"], r["precision"], _acc(r.get("accuracy")), _us(r["latency_us"]["p50"]),
+    ]
+    headers = ["file", "runtime", "precision", "accuracy [95% CI]", "p50", "p90", "p99", "×floor", "cold start",
+               "peak RSS", "size", "gzip", "sparsity", "parity"]  # fmt: skip
+    table = [[_label(r), r["runtime"], _precision(r), _acc_ci(r), _us(r["latency_us"]["p50"]),
               _us(r["latency_us"]["p90"]), _us(r["latency_us"]["p99"]), _num(r.get("floor_ratio"), "{:.2f}"),
               _num(r.get("cold_start_ms"), "{:.0f} ms"), _num(r.get("peak_rss_mb"), "{:.0f} MB"),
               _kb(r.get("size_bytes")), _kb(r.get("gzip_bytes")), _num(r.get("sparsity"), "{:.2f}"),
               _parity(r.get("parity"))] for r in sorted(head, key=_p50)]  # fmt: skip
-    blocks.append(("table", headers, table))
-    blocks.append(("h2", "Every row"))
+    details.append(("table", headers, table))
+    blocks.append(("details", f"Headline table: batch {batch}, {threads} thread{'s' if threads > 1 else ''} "
+                              f"({len(head)} rows)", details))  # fmt: skip
     headers = ["file", "runtime", "threads", "batch", "p50", "p90", "p99", "mean ± std", "min", "max", "n",
                "throughput", "floor", "×floor", "engine call p50"]  # fmt: skip
     table = [[_label(r), r["runtime"], str(r["threads"]), str(r["batch"]), _us(r["latency_us"]["p50"]),
@@ -331,7 +420,40 @@ def _single(res: dict[str, Any], name: str, max_drop: float) -> list[Block]:
               _us(r["latency_us"]["max"]), str(r["latency_us"]["n"]), _num(r.get("throughput_per_s"), "{:.0f}/s"),
               _us(r.get("floor_us")), _num(r.get("floor_ratio"), "{:.2f}"),
               _us((r.get("engine_latency_us") or {}).get("p50"))] for r in rows]  # fmt: skip
-    blocks.append(("table", headers, table))
+    blocks.append(("details", f"Every row ({len(rows)})", [("table", headers, table)]))
+    return blocks
+
+
+# -- the page --------------------------------------------------------------------------------------------------
+
+NOTES = ("Latency: end-to-end `predict()` from uint8 pixels, what a device program pays (preprocessing, engine "
+         "call, output head); median of MLPerf-style windows (each at least min_time seconds) after warm-up. The "
+         "engine call alone is `engine_latency_us` in results.json (the 'engine call p50' column), timed in "
+         "interleaved windows. floor_us = multiply-adds ÷ the best one-core GEMM rate measured in the same run "
+         "(int8 rate for int8/dynamic files) ÷ threads; ×floor = p50 ÷ floor_us. Accuracy: on export/eval.npz, "
+         "with its 95% Wilson interval. Cold start: a fresh process importing the runtime, loading the file and "
+         "running one inference; RSS is that process's peak.")  # fmt: skip
+
+
+def build_blocks(results: list[dict[str, Any]], max_drop: float = 1.0, plots: bool = True,
+                 objective: str = "latency") -> list[Block]:  # fmt: skip
+    """The page: the decision card and the two deciding plots first, every table below in collapsible sections."""
+    names = machine_names(results)
+    blocks: list[Block] = [("h1", "edgepack benchmark report")]
+    if len(results) == 1:
+        blocks += _single(results[0], names[0], max_drop, objective)
+    else:
+        blocks += _comparison(results, names, max_drop)
+    if plots:
+        rec = recommend(results[0]["results"], max_drop, objective)
+        plotted = make_plots(results, names, max_drop, rec)
+        # the two plots that decide come right after the card; the thread plot goes with the tables
+        first = [("img", t, png) for t, png in plotted[:2]]
+        at = next((i for i, b in enumerate(blocks) if b[0] == "details"), len(blocks))
+        blocks[at:at] = first
+        blocks.append(("details", "Latency per thread count", [("img", t, png) for t, png in plotted[2:]]))
+    blocks.append(("details", "Machines", [("table", ["", *names], _machine_rows(results, names))]))
+    blocks.append(("p", NOTES))
     return blocks
 
 
@@ -368,8 +490,7 @@ def _comparison(results: list[dict[str, Any]], names: list[str], max_drop: float
 # -- plots ---------------------------------------------------------------------------------------------------------
 
 
-def make_plots(results: list[dict[str, Any]], names: list[str], max_drop: float = 1.0) -> list[tuple[str, bytes]]:
-    """(title, PNG bytes): accuracy vs latency with the Pareto front, size per file, latency per thread count."""
+def _plt() -> Any:
     try:
         import matplotlib
 
@@ -377,66 +498,162 @@ def make_plots(results: list[dict[str, Any]], names: list[str], max_drop: float 
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise ConfigError("plots need matplotlib: install edgepack[report] (or run without --html)") from e
+    return plt
 
-    def png(fig: Any) -> bytes:
-        buf = io.BytesIO()
+
+def _png(fig: Any, layout: bool = True) -> bytes:
+    plt = _plt()
+    buf = io.BytesIO()
+    if layout:
         fig.tight_layout()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        return buf.getvalue()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
 
-    out = []
+
+def place_labels(ax: Any, points: list[tuple[float, float]], labels: list[str], fontsize: float = 7) -> list[Any]:
+    """Label each point where the label's box overlaps no other label and no marker and stays inside the axes:
+    offsets tried at growing distances around the point, then anywhere free in the axes (with a leader line).
+    Call it after the figure's layout is final (positions are display coordinates)."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    to_data = ax.transData.inverted()
+    taken = [_Box(px - 5, py - 5, px + 5, py + 5) for px, py in (ax.transData.transform(p) for p in points)]
+    scale = fig.dpi / 72.0
+    near = [(dx * r, dy * r) for r in (6, 14, 26, 40, 58, 80) for dx, dy in
+            ((1, 0.3), (1, -1), (-1, 0.3), (-1, -1), (0, 1.3), (0, -1.6), (1, 1.3), (-1, 1.3))]  # fmt: skip
+    anywhere = [(frame.x0 + 4 + c * (frame.width - 8) / 3, frame.y1 - 12 - 11 * r) for r in range(60) for c in range(3)
+                if frame.y1 - 12 - 11 * r > frame.y0 + 4]  # fmt: skip
+    texts = []
+    for (x, y), label in zip(points, labels, strict=True):
+        px, py = ax.transData.transform((x, y))
+        spots = [(px + dx * scale, py + dy * scale, "left" if dx >= 0 else "right") for dx, dy in near]
+        spots += [(sx, sy, "left") for sx, sy in anywhere]
+        for k, (sx, sy, ha) in enumerate(spots):
+            t = ax.text(*to_data.transform((sx, sy)), label, fontsize=fontsize, ha=ha, va="center", zorder=6)
+            e = t.get_window_extent(renderer)
+            box = _Box(e.x0 - 1, e.y0 - 1, e.x1 + 1, e.y1 + 1)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(o) for o in taken):
+                taken.append(box)
+                if k >= 8 or abs(sx - px) + abs(sy - py) > 20:  # far from its point: draw the leader line
+                    end = (box.x0 if ha == "left" else box.x1, (box.y0 + box.y1) / 2)
+                    ax.plot(*zip((x, y), to_data.transform(end), strict=True), color="0.65", lw=0.5, zorder=1)
+                texts.append(t)
+                break
+            t.remove()
+        else:  # the axes are full: the label goes in the list under the plot, never on top of another
+            texts.append(ax.text(0.0, -0.16 - 0.05 * len(texts), label, transform=ax.transAxes, fontsize=fontsize))
+    return texts
+
+
+@dataclass(frozen=True)
+class _Box:
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    def overlaps(self, o: _Box) -> bool:
+        return self.x0 < o.x1 and o.x0 < self.x1 and self.y0 < o.y1 and o.y0 < self.y1
+
+
+_RT_COLOR = {"onnxruntime": "C0", "litert": "C1", "keras": "C2"}
+
+
+def pareto_plot(
+    results: list[dict[str, Any]], names: list[str], rec: Recommendation | None = None
+) -> tuple[str, bytes]:
+    """Accuracy (with 95% intervals) vs p50 of the shippable files at batch 1, one thread, the Pareto front and the
+    recommended file marked; the uncompressed float model's accuracy and the budget line as reference lines."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 5.2))
     markers = "osD^v<>"
-    # 1. accuracy vs latency, Pareto front per machine
-    fig, ax = plt.subplots(figsize=(8, 5))
+    all_pts: list[tuple[float, float]] = []
+    all_labels: list[str] = []
     for m, (name, res) in enumerate(zip(names, results, strict=True)):
         head, batch, threads = headline_rows([r for r in res["results"] if r.get("accuracy") is not None])
-        pts = [(_p50(r), 100 * r["accuracy"]) for r in head]
-        for r, (lat, acc) in zip(head, pts, strict=True):
-            color = {"onnxruntime": "C0", "litert": "C1", "keras": "C2"}.get(r["runtime"], "C3")
-            ax.scatter(lat, acc, marker=markers[m % len(markers)], color=color, s=40, zorder=3)
-            ax.annotate(_label(r), (lat, acc), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        files = shippable(head)
+        pts = [(_p50(r), 100 * r["accuracy"]) for r in files]
+        for r, (lat, acc) in zip(files, pts, strict=True):
+            ci = r.get("accuracy_ci95")
+            if ci:
+                ax.errorbar(lat, acc, yerr=[[acc - 100 * ci[0]], [100 * ci[1] - acc]], color="0.75", lw=0.8,
+                            capsize=2, zorder=1)  # fmt: skip
+            ax.scatter(lat, acc, marker=markers[m % len(markers)], color=_RT_COLOR.get(r["runtime"], "C3"), s=36,
+                       zorder=3)  # fmt: skip
         front = pareto_front(pts)
         if front:
-            ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "-", color="C3", lw=1.5, zorder=2,
-                    label=f"Pareto front ({name}, batch {batch}, {threads} thread)")  # fmt: skip
-            ax.scatter([pts[i][0] for i in front], [pts[i][1] for i in front], s=160, facecolors="none",
-                       edgecolors="C3", linewidths=1.5, zorder=4)  # fmt: skip
-    for rt, color in (("onnxruntime", "C0"), ("litert", "C1"), ("keras", "C2")):
-        ax.scatter([], [], color=color, label=rt)
+            ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "-", color="C3", lw=1.2, zorder=2,
+                    label=f"Pareto front ({name})")  # fmt: skip
+        all_pts += pts
+        all_labels += [r["artifact"] + (" (mixed)" if r.get("mixed") else "") for r in files]
+        if m == 0 and rec is not None:
+            if rec.reference_accuracy is not None:
+                ref = 100 * rec.reference_accuracy
+                ax.axhline(ref, color="C2", lw=1, ls="--", label=f"uncompressed float model {ref:.2f}%")
+                ax.axhline(ref - rec.max_drop_points, color="C3", lw=1, ls=":",
+                           label=f"budget: {rec.max_drop_points:g} point below")  # fmt: skip
+            if rec.row is not None:
+                ax.scatter(_p50(rec.row), 100 * rec.row["accuracy"], s=260, marker="*", facecolors="gold",
+                           edgecolors="k", linewidths=0.8, zorder=5, label=f"recommended: {rec.row['artifact']}")  # fmt: skip
+        keras = [r for r in head if r["format"] == "keras" and r.get("call") == "model(x)"]
+        if m == 0 and keras:
+            k = min(keras, key=_p50)
+            ax.text(0.99, 0.02, f"Keras model(x), for reference: {_us(_p50(k))} ({k['artifact']})",
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="C2")  # fmt: skip
+    for rt in ("onnxruntime", "litert"):
+        ax.scatter([], [], color=_RT_COLOR[rt], label=rt)
     ax.set_xscale("log")
-    ax.set_xlabel("p50 latency (µs, log scale)")
-    ax.set_ylabel("accuracy on eval.npz (%)")
-    ax.set_title("Accuracy vs latency")
+    ax.set_xlabel("p50 latency (µs, log scale), batch 1, 1 thread")
+    ax.set_ylabel("accuracy on eval.npz (%), 95% interval")
+    ax.set_title("Accuracy vs latency of the shippable files")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="center right")
-    out.append(("Accuracy vs latency (Pareto front marked)", png(fig)))
+    if all_pts:
+        xs, ys = [p[0] for p in all_pts], [p[1] for p in all_pts]
+        ax.set_xlim(min(xs) / 1.6, max(xs) * 2.2)
+        lo = min(ys + ([100 * rec.reference_accuracy - rec.max_drop_points] if rec and rec.reference_accuracy else []))
+        ax.set_ylim(lo - 1.0, max(ys) + 0.8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()  # before the labels: they are placed in the final axes, and nothing moves them after
+    place_labels(ax, all_pts, all_labels)
+    return "Accuracy vs latency (shippable files; Pareto front, recommended file starred)", _png(fig, layout=False)
 
-    # 2. size per artifact (first machine: sizes do not depend on the machine)
+
+def size_plot(results: list[dict[str, Any]], rec: Recommendation | None = None) -> tuple[str, bytes]:
+    """gzip and on-disk size of the shippable files (first machine: sizes do not depend on it), smallest at the
+    top, the recommended file marked."""
+    plt = _plt()
     files: dict[str, dict[str, Any]] = {}
-    for r in results[0]["results"]:
+    for r in shippable(results[0]["results"]):
         files.setdefault(r["artifact"], r)
-    labels = list(files)
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(labels) + 1.5))
-    ys = range(len(labels))
-    ax.barh(
-        [y + 0.2 for y in ys], [(files[n].get("size_bytes") or 0) / 1024 for n in labels], 0.4, label="size", color="C0"
-    )
-    ax.barh(
-        [y - 0.2 for y in ys],
-        [(files[n].get("gzip_bytes") or 0) / 1024 for n in labels],
-        0.4,
-        label="gzip -9",
-        color="C1",
-    )
-    ax.set_yticks(list(ys), labels, fontsize=8)
+    labels = sorted(files, key=lambda n: (files[n].get("gzip_bytes") or 0, n), reverse=True)
+    fig, ax = plt.subplots(figsize=(8, 0.36 * len(labels) + 1.4))
+    ys = list(range(len(labels)))
+    chosen = rec.row["artifact"] if rec and rec.row else None
+    gz = [(files[n].get("gzip_bytes") or 0) / 1024 for n in labels]
+    ax.barh([y + 0.2 for y in ys], [(files[n].get("size_bytes") or 0) / 1024 for n in labels], 0.4, label="on disk",
+            color="0.75")  # fmt: skip
+    ax.barh([y - 0.2 for y in ys], gz, 0.4, label="gzip -9",
+            color=["gold" if n == chosen else "C0" for n in labels], edgecolor=["k" if n == chosen else "none" for n in labels])  # fmt: skip
+    names = [
+        f"★ {n} (recommended)" if n == chosen else n + (" (mixed)" if files[n].get("mixed") else "") for n in labels
+    ]
+    ax.set_yticks(ys, names, fontsize=8)
+    for y, v in zip(ys, gz, strict=True):
+        ax.text(v, y - 0.2, f" {v:.1f}", va="center", fontsize=7)
     ax.set_xlabel("KB")
-    ax.set_title("Size per file")
-    ax.legend(fontsize=8)
-    out.append(("Size per file", png(fig)))
+    ax.set_title("Size per shippable file (sorted by gzip size)")
+    ax.legend(fontsize=8, loc="lower right")
+    return "Size per file (sorted, recommended marked)", _png(fig)
 
-    # 3. latency per thread count at the smallest batch
-    fig, ax = plt.subplots(figsize=(9, 5))
+
+def threads_plot(results: list[dict[str, Any]], names: list[str]) -> tuple[str, bytes]:
+    """p50 per file and thread count at the smallest batch: one horizontal bar group per file (labels never
+    collide), log scale."""
+    plt = _plt()
     groups: dict[tuple[str, str], dict[tuple[str, int], float]] = {}
     series: list[tuple[str, int]] = []
     for name, res in zip(names, results, strict=True):
@@ -450,24 +667,26 @@ def make_plots(results: list[dict[str, Any]], names: list[str], max_drop: float 
             groups.setdefault((_label(r), r["runtime"]), {})[(name, r["threads"])] = _p50(r)
             if (name, r["threads"]) not in series:
                 series.append((name, r["threads"]))
-    keys = list(groups)
-    width = 0.8 / max(len(series), 1)
-    for i, s in enumerate(series):
-        ax.bar([k + i * width for k in range(len(keys))], [groups[g].get(s, 0) for g in keys], width,
-               label=f"{s[0]}: {s[1]} thread{'s' if s[1] > 1 else ''}", color=f"C{i}")  # fmt: skip
-    ax.set_xticks(
-        [k + 0.4 - width / 2 for k in range(len(keys))],
-        [f"{a}\n{rt}" for a, rt in keys],
-        fontsize=7,
-        rotation=30,
-        ha="right",
-    )
-    ax.set_yscale("log")
-    ax.set_ylabel("p50 latency (µs, log scale)")
+    keys = sorted(groups, key=lambda g: min(groups[g].values()))
+    fig, ax = plt.subplots(figsize=(9, 0.34 * max(len(keys), 1) * max(len(series), 1) + 1.5))
+    height = 0.8 / max(len(series), 1)
+    for i, srs in enumerate(series):
+        ax.barh([k + i * height for k in range(len(keys))], [groups[g].get(srs, 0) for g in keys], height,
+                label=f"{srs[0]}: {srs[1]} thread{'s' if srs[1] > 1 else ''}", color=f"C{i}")  # fmt: skip
+    ax.set_yticks([k + 0.4 - height / 2 for k in range(len(keys))], [f"{a} ({rt})" for a, rt in keys], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency (µs, log scale)")
     ax.set_title("Latency per thread count (smallest batch)")
     ax.legend(fontsize=8)
-    out.append(("Latency per thread count", png(fig)))
-    return out
+    return "Latency per thread count", _png(fig)
+
+
+def make_plots(results: list[dict[str, Any]], names: list[str], max_drop: float = 1.0,
+               rec: Recommendation | None = None) -> list[tuple[str, bytes]]:  # fmt: skip
+    """(title, PNG bytes): accuracy vs latency with the Pareto front, sorted sizes, latency per thread count."""
+    rec = rec or recommend(results[0]["results"], max_drop)
+    return [pareto_plot(results, names, rec), size_plot(results, rec), threads_plot(results, names)]
 
 
 # -- rendering -----------------------------------------------------------------------------------------------------
@@ -477,8 +696,19 @@ def _md_cell(s: str) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
 
+def iter_blocks(blocks: list[Block]) -> list[Block]:
+    """Every block, the ones inside collapsible sections included, in page order."""
+    out: list[Block] = []
+    for b in blocks:
+        out.append(b)
+        if b[0] == "details":
+            out += iter_blocks(b[2])
+    return out
+
+
 def to_markdown(blocks: list[Block], plot_files: dict[str, str] | None = None) -> str:
-    """Markdown; plots appear as links to ``plot_files[title]`` when given (else they are left out)."""
+    """Markdown; plots appear as links to ``plot_files[title]`` when given (else they are left out); collapsible
+    sections become <details> (GitHub renders them)."""
     lines: list[str] = []
     for b in blocks:
         if b[0] == "h1":
@@ -487,6 +717,13 @@ def to_markdown(blocks: list[Block], plot_files: dict[str, str] | None = None) -
             lines += [f"## {b[1]}", ""]
         elif b[0] == "p":
             lines += [b[1], ""]
+        elif b[0] == "warn":
+            lines += [f"> **WARNING** — {b[1]}", ""]
+        elif b[0] == "card":
+            lines += [f"## {b[1]}", ""] + [f"- **{k}**: {v}" for k, v in b[2]] + [""]
+        elif b[0] == "details":
+            lines += ["<details>", f"<summary>{html.escape(b[1])}</summary>", "",
+                      to_markdown(b[2], plot_files).rstrip(), "", "</details>", ""]  # fmt: skip
         elif b[0] == "table":
             headers, rows = b[1], b[2]
             lines.append("| " + " | ".join(_md_cell(h) for h in headers) + " |")
@@ -499,39 +736,67 @@ def to_markdown(blocks: list[Block], plot_files: dict[str, str] | None = None) -
 
 
 def _inline_md(text: str) -> str:
-    """HTML for a paragraph: escape, then the one Markdown mark the page uses (**bold**)."""
+    """HTML for a paragraph: escape, then the two Markdown marks the page uses (**bold**, `code`)."""
     parts = html.escape(text).split("**")
-    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+    text = "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+    parts = text.split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
+_CSS = """body{font-family:system-ui,sans-serif;margin:1.2em 2em;color:#222;max-width:1400px}
+h1{font-size:22px;margin:.2em 0 .4em}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 td:first-child,th:first-child{text-align:left}th{background:#f0f0f0}img{max-width:100%;border:1px solid #ddd;margin:.5em 0}
-figure{margin:1em 0}figcaption{font-size:13px;color:#555}"""
+figure{margin:1em 0}figcaption{font-size:13px;color:#555}
+.card{border:2px solid #2a7;border-radius:8px;background:#f3fbf6;padding:.6em 1em;margin:.6em 0;font-size:14px}
+.card h2{margin:.1em 0 .4em;font-size:18px}.card dl{display:grid;grid-template-columns:max-content 1fr;gap:3px 14px;margin:0}
+.card dt{font-weight:600;color:#255}.card dd{margin:0}
+.warn{border:2px solid #c33;background:#fff1f0;color:#811;padding:.5em 1em;border-radius:6px;margin:.5em 0;font-weight:600}
+details{margin:.6em 0}summary{cursor:pointer;font-weight:600;font-size:15px}
+.plots{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}.plots figure{margin:0;flex:1 1 560px}"""
 
 
-def to_html(blocks: list[Block]) -> str:
-    """A self-contained page: tables and base64-embedded PNG plots, no external resources."""
+def _html_blocks(blocks: list[Block]) -> list[str]:
     body: list[str] = []
-    title = "edgepack benchmark report"
-    for b in blocks:
+    i = 0
+    while i < len(blocks):
+        b = blocks[i]
         if b[0] == "h1":
-            title = b[1]
             body.append(f"<h1>{html.escape(b[1])}</h1>")
         elif b[0] == "h2":
             body.append(f"<h2>{html.escape(b[1])}</h2>")
         elif b[0] == "p":
             body.append(f"<p>{_inline_md(b[1])}</p>")
+        elif b[0] == "warn":
+            body.append(f'<div class="warn" role="alert">WARNING — {_inline_md(b[1])}</div>')
+        elif b[0] == "card":
+            items = "".join(f"<dt>{html.escape(k)}</dt><dd>{_inline_md(v)}</dd>" for k, v in b[2])
+            body.append(f'<section class="card" id="decision"><h2>{html.escape(b[1])}</h2><dl>{items}</dl></section>')
+        elif b[0] == "details":
+            body.append(f"<details><summary>{html.escape(b[1])}</summary>" + "\n".join(_html_blocks(b[2]))
+                        + "</details>")  # fmt: skip
         elif b[0] == "table":
             head = "".join(f"<th>{html.escape(str(h))}</th>" for h in b[1])
             rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in b[2])
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        elif b[0] == "img":
-            data = base64.b64encode(b[2]).decode("ascii")
-            body.append(f'<figure><img alt="{html.escape(b[1])}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{html.escape(b[1])}</figcaption></figure>")  # fmt: skip
+        elif b[0] == "img":  # consecutive plots side by side
+            figs = []
+            while i < len(blocks) and blocks[i][0] == "img":
+                data = base64.b64encode(blocks[i][2]).decode("ascii")
+                figs.append(f'<figure><img alt="{html.escape(blocks[i][1])}" src="data:image/png;base64,{data}">'
+                            f"<figcaption>{html.escape(blocks[i][1])}</figcaption></figure>")  # fmt: skip
+                i += 1
+            body.append('<div class="plots">' + "".join(figs) + "</div>")
+            continue
+        i += 1
+    return body
+
+
+def to_html(blocks: list[Block]) -> str:
+    """A self-contained page: tables and base64-embedded PNG plots, no external resources."""
+    title = next((b[1] for b in blocks if b[0] == "h1"), "edgepack benchmark report")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")  # fmt: skip
+            f"<style>{_CSS}</style></head><body>\n" + "\n".join(_html_blocks(blocks)) + "\n</body></html>\n")  # fmt: skip
 
 
 def plot_slug(title: str) -> str:
@@ -547,6 +812,7 @@ def write_report(
     html_page: bool = False,
     out: Path | None = None,
     max_drop: float = 1.0,
+    objective: str = "latency",
 ) -> tuple[str, list[Recommendation]]:
     """Render the report and write it: a run directory keeps report.md, report.html and plots/*.png.
 
@@ -562,15 +828,15 @@ def write_report(
         raise ConfigError("--html with results.json files: give --out FILE.html for the page")
     # Plots need matplotlib (the [report] extra): required for HTML, skipped for Markdown on a lean install.
     plots = bool(html_page or (run_dir and importlib.util.find_spec("matplotlib") is not None))
-    blocks = build_blocks(results, max_drop, plots=plots)
+    blocks = build_blocks(results, max_drop, plots=plots, objective=objective)
     if run_dir is not None and (run_dir / "manifest.json").is_file():  # issue 15: TFLM parity, arena, board fit
         from edgepack.mcu.report import mcu_blocks
 
-        at = next((i for i, b in enumerate(blocks) if b == ("h2", "Machines")), len(blocks))
+        at = next((i for i, b in enumerate(blocks) if b[0] == "details" and b[1] == "Machines"), len(blocks))
         blocks[at:at] = mcu_blocks(json.loads((run_dir / "manifest.json").read_text(encoding="utf-8")))
     plot_files: dict[str, str] = {}
     if run_dir is not None:  # a run directory keeps its plots as files too: DIR/plots/*.png
-        for b in blocks:
+        for b in iter_blocks(blocks):
             if b[0] == "img":
                 rel = f"plots/{plot_slug(b[1])}"
                 atomic_write_bytes(run_dir / rel, b[2])
@@ -584,4 +850,4 @@ def write_report(
         atomic_write_text(out, md)
     elif run_dir is not None:
         atomic_write_text(run_dir / "report.md", md)
-    return md, [recommend(r["results"], max_drop) for r in results]
+    return md, [recommend(r["results"], max_drop, objective) for r in results]

@@ -34,6 +34,8 @@ def write_bundle(run: RunDir, artifact: Artifact, job: Job, info: dict[str, Any]
         "file": file.name,
         "sha256": artifact.sha256,
         "precision": artifact.precision,
+        "mixed": bool(artifact.settings.get("mixed")),
+        "float_layers": list(artifact.settings.get("float_layers") or []),
         "source": {"artifact": job.source.name, "sha256": job.source.sha256 or sha256_file(src_file)},
         "model": model.to_dict(),
         # the flat fields older runtimes read; `model` is the description
@@ -76,14 +78,19 @@ def size_reference_in_memory(run: RunDir) -> dict[str, Any]:
 
 
 def smallest_within(artifacts: list[Artifact], run: RunDir, max_drop_points: float = 0.5) -> dict[str, Any] | None:
-    """The parity-passed export with the fewest gzip bytes whose test accuracy is within ``max_drop_points`` of
-    the baseline's (issue 7's size target), with its ratio to the reference; None when no export qualifies."""
+    """The parity-passed export with the fewest gzip bytes within ``max_drop_points`` of the uncompressed baseline's
+    test accuracy by the report's rule (``bench.stats.within_budget``: 95% Wilson interval), with its ratio to the
+    size reference; None when no export qualifies."""
     baseline = run.baseline()
     base_acc = baseline.metrics.get("accuracy")
     if base_acc is None:
         return None
-    ok = [a for a in artifacts if (a.parity or {}).get("passed") and a.metrics.get("accuracy") is not None
-          and a.metrics["accuracy"] >= base_acc - max_drop_points / 100 - 1e-9]  # fmt: skip
+    from edgepack.bench.stats import within_budget
+
+    n_test = int(run.manifest.get("dataset", {}).get("n_test") or 0) or None
+    # the report's budget rule (bench.stats.within_budget) against the same reference, the uncompressed baseline
+    ok = [a for a in artifacts if (a.parity or {}).get("passed")
+          and within_budget(a.metrics.get("accuracy"), n_test, base_acc, max_drop_points)]  # fmt: skip
     if not ok:
         return None
     best = min(ok, key=lambda a: a.metrics["gzip_bytes"])

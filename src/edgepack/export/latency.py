@@ -1,27 +1,40 @@
-"""Latency-aware int8: which nodes of an ONNX model to keep in fp32 on the machine that exports.
+"""Latency-aware int8: which layers of a post-training int8 file to keep float, decided on evidence on this CPU.
 
-onnxruntime's per-node profile (``SessionOptions.enable_profiling``, the ``*_kernel_time`` events) of the fp32
-model and of the all-int8 model gives each quantizable node's kernel time in both precisions. A node whose int8
-kernel is slower stays fp32 (``quantize_static(nodes_to_exclude=...)``), together with the cheap ops that follow it
-up to the next quantizable node, so the hand-over to int8 happens once, on the smallest tensor. The mixed model is
-then timed against the all-int8 one, side by side in interleaved rounds, and kept only if its whole-model p50 is
-lower. Everything measured and decided is returned as a plain dict for the bundle.
+Both plans (ONNX Runtime, ``plan_int8``; LiteRT, ``plan_tflite_int8``) follow one rule:
 
-Example (seed CNN, one input channel): the int8 first convolution (im2col with K = 9) costs ~3x its fp32 NCHWc
-kernel, while the int8 second convolution, 85% of the multiply-adds, is ~2.5x faster than fp32.
+1. Candidates. ORT: the per-node profile (``SessionOptions.enable_profiling``, ``*_kernel_time`` events) of the
+   fp32 and the all-int8 model, matched to the graph's nodes BY NAME (``match_kernels``); a node whose int8 kernel
+   is slower is a candidate, with the cheap ops after it up to the next quantizable node (``float_island``: the
+   hand-over to int8 happens once, on the smallest tensor). LiteRT has no per-op profile in Python: every compute
+   op is a candidate, narrow-input ones first (fewer than 8 input channels: XNNPACK's int8 kernels pad them to the
+   8-channel block), then by multiply-adds. Only the top ``max_candidates`` (default 3) are measured, so the plan
+   costs about (k + 2) files x ``ROUNDS`` x ``ROUND_TIME`` of timing whatever the depth of the net.
+2. Evidence. Each candidate's file (that group float, the rest int8) is timed as a whole against all-int8 in
+   ``ROUNDS`` interleaved rounds (``interleaved_rounds``: every file once per round, so a load change hits all of
+   them alike). A round's gain is 1 - p50(candidate) / p50(all-int8) in that round; the test (``evidence``) is
+   ``second-smallest gain over the rounds > max(MIN_GAIN, spread)``, ``spread`` = 2 x the median absolute
+   deviation of all-int8's p50 over the rounds / its median: one disturbed round decides nothing, and a file no
+   faster than all-int8 wins 6 of 7 rounds by chance with p = 8/128 (before the margin, which must be beaten too).
+3. Size. A candidate may not grow the gzipped file past ``size_limit`` x the all-int8 file's gzip size (default
+   1.25, ``ExportSettings.int8_size_limit``), unless ``size_limit`` is None (``latency_at_any_size``).
+4. The candidates that pass both are combined; the combination passes the same two tests again against all-int8 or
+   the best single candidate is kept.
 
-The same choice for a post-training int8 .tflite (``plan_tflite_int8``): LiteRT's Python interpreter has no
-per-op profile, so each compute op is measured by keeping it alone float (``convert_tflite_selective``) and timing
-that whole file against the all-int8 one, side by side; ops whose float version makes the file faster by MIN_GAIN
-stay float. Seed CNN under XNNPACK: its int8 first convolution pads each 3x3 tap's single input channel to the
-kernel's 8-channel block (8x the work), and costs ~9.5 µs against ~5 µs in fp32.
+Everything measured and decided is returned as a plain dict for the bundle (``float_layers``: the compute layers
+left float; a file with any is labelled mixed in the manifest, bundle, ``edgepack info`` and the report).
+Plan time for the seed CNN on 2 shared cores: ~5-10 s for ORT (two profiles, <= 4 quantize calls) and ~15 s for
+LiteRT (one converter call per candidate); a ~30-layer mobilenet-like net measures still only k = 3 candidates.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
+import re
+import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +51,11 @@ log = logging.getLogger(__name__)
 QUANTIZABLE = ops.names("onnx", quantized=True)
 KERNEL_KIND = {name: op.kind for op in ops.OPS if op.quantized for name in op.onnx}
 GRAPH_KIND = KERNEL_KIND
-MIN_GAIN = 0.02  # the mixed model must beat all-int8 by 2% of p50 (timing noise on a shared core is ~1%)
+MIN_GAIN = 0.02  # a float group must win every round by at least 2% of p50 (and by more than the spread)
+SIZE_LIMIT = 1.25  # a float group may not grow the gzipped file past 1.25x the all-int8 one (None: any size)
+MAX_CANDIDATES = 3  # float groups measured per plan, the most promising first
+ROUNDS = 7  # interleaved rounds per comparison
+ROUND_TIME = 0.05  # seconds of calls per file per round
 
 
 def session_options(threads: int = 1, profile_dir: str | None = None) -> Any:
@@ -101,13 +118,41 @@ def quantizable_nodes(model: Any) -> list[Any]:
     return [n for n in model.graph.node if n.op_type in QUANTIZABLE]
 
 
-def kernel_times(profile: list[dict[str, Any]], nodes: list[Any]) -> list[float] | None:
-    """The profile's compute kernels matched to ``nodes`` in execution order (None when the sequence of kinds
-    conv/dense/softmax differs, e.g. a fusion merged two of them: then there is nothing safe to decide on)."""
-    kernels = [r for r in profile if r["op"] in KERNEL_KIND]
-    if [KERNEL_KIND[r["op"]] for r in kernels] != [GRAPH_KIND[n.op_type] for n in nodes]:
-        return None
-    return [r["us"] for r in kernels]
+_SUFFIX = re.compile(r"^fused |(_token_\d+|_nchwc|_quant|:0)+$")  # ORT's names for fused and rewritten kernels
+_FUSED_AFTER = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Add", "BatchNormalization")
+
+
+def _node_keys(model: Any, node: Any) -> set[str]:
+    """The names a profile may give ``node``'s kernel: its own name and output, and those of the activations ORT
+    fuses into it (a fused fp32 Conv+Relu is named after the Relu's output + ``_nchwc``)."""
+    consumers: dict[str, list[Any]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    keys, tensors = {node.name, *node.output}, list(node.output)
+    while tensors:
+        after = consumers.get(tensors.pop(), [])
+        if len(after) == 1 and after[0].op_type in _FUSED_AFTER:
+            keys.update([after[0].name, *after[0].output])
+            tensors.extend(after[0].output)
+    return {_SUFFIX.sub("", k) for k in keys}
+
+
+def match_kernels(profile: list[dict[str, Any]], model: Any, nodes: list[Any]) -> dict[str, float]:
+    """{node name: kernel µs} for the ``nodes`` whose kernel of the same kind (conv/dense/softmax) the profile
+    names (by node or fused output name, ORT's ``fused `` prefix and ``_token_N`` / ``_nchwc`` suffixes removed); a node no kernel
+    names is left out: there is nothing to decide on for it."""
+    by_key: dict[tuple[str, str], float] = {}
+    for r in profile:
+        if r["op"] in KERNEL_KIND:
+            by_key.setdefault((_SUFFIX.sub("", r["name"]), KERNEL_KIND[r["op"]]), r["us"])
+    out: dict[str, float] = {}
+    for n in nodes:
+        kind = GRAPH_KIND[n.op_type]
+        hit = next((by_key[(k, kind)] for k in sorted(_node_keys(model, n)) if (k, kind) in by_key), None)
+        if hit is not None:
+            out[n.name] = hit
+    return out
 
 
 def float_island(model: Any, start: Any) -> list[str]:
@@ -129,16 +174,89 @@ def float_island(model: Any, start: Any) -> list[str]:
     return names
 
 
-def interleaved_p50(fns: dict[str, Callable[[], Any]], rounds: int = 5, min_time: float = 0.1) -> dict[str, float]:
-    """Median over ``rounds`` of each callable's p50, the callables timed in turn within each round, so a load
-    change on a shared machine hits all of them alike."""
+def interleaved_rounds(fns: dict[str, Callable[[], Any]], rounds: int = ROUNDS,
+                       min_time: float = ROUND_TIME) -> dict[str, list[float]]:  # fmt: skip
+    """Each callable's p50 per round, the callables timed in turn within each round, so a load change on a shared
+    machine hits all of them alike (``timing.time_call``, one window per round)."""
     from edgepack.timing import time_call
 
     p50s: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
             p50s[k].append(time_call(fn, min_time=min_time, windows=1, warmup_time=0.02).p50)
-    return {k: float(np.median(v)) for k, v in p50s.items()}
+    return p50s
+
+
+def interleaved_p50(fns: dict[str, Callable[[], Any]], rounds: int = 5, min_time: float = 0.1) -> dict[str, float]:
+    """Median over ``rounds`` of each callable's p50 (``interleaved_rounds``)."""
+    return {k: float(np.median(v)) for k, v in interleaved_rounds(fns, rounds, min_time).items()}
+
+
+def evidence(base: list[float], candidate: list[float], min_gain: float = MIN_GAIN) -> dict[str, Any]:
+    """The keep-float test on paired interleaved rounds. A round's gain is 1 - candidate/base; ``gain_lower`` is
+    the second-smallest gain (the smallest with fewer than 5 rounds), so one round another process disturbed does
+    not decide, while a file no faster than all-int8 still reaches it with p = 8/128 for 7 rounds; ``spread`` is
+    2 x the median absolute deviation of ``base`` over the rounds / its median (robust to that one round too).
+    Passed when gain_lower > max(min_gain, spread)."""
+    b, c = np.asarray(base, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
+    if len(b) != len(c) or len(b) < 2:
+        raise ValueError(f"evidence: {len(b)} and {len(c)} rounds; expected the same number, at least 2")
+    gains = np.sort(1.0 - c / b)
+    med = float(np.median(b))
+    spread = float(2 * np.median(np.abs(b - med)) / med)
+    margin = max(min_gain, spread)
+    lower = float(gains[1] if len(gains) >= 5 else gains[0])
+    return {"rounds": len(b), "p50_us": round(float(np.median(c)), 2), "all_int8_p50_us": round(med, 2),
+            "gain_median": round(float(np.median(gains)), 4), "gain_lower": round(lower, 4),
+            "spread": round(spread, 4), "margin": round(margin, 4), "passed": bool(lower > margin)}  # fmt: skip
+
+
+def rule_text(min_gain: float, size_limit: float | None) -> str:
+    size = "any size" if size_limit is None else f"gzip size <= {size_limit:g}x the all-int8 file's"
+    return (
+        f"kept float only if it wins every one of the interleaved rounds against all-int8 by more than "
+        f"max({min_gain:.0%}, the all-int8 p50 spread over the rounds), and {size}"
+    )
+
+
+def _gzip(content: bytes) -> int:
+    return len(gzip.compress(content, compresslevel=9, mtime=0))
+
+
+def _decide(trials: dict[str, tuple[bytes, Callable[[], Any]]], base: tuple[bytes, Callable[[], Any]],
+            combine: Callable[[list[str]], tuple[bytes, Callable[[], Any]] | None], min_gain: float,
+            size_limit: float | None) -> tuple[list[str], bytes, dict[str, Any]]:  # fmt: skip
+    """The shared decision: every trial (a candidate group's file and its call) against ``base`` (all-int8) in
+    interleaved rounds, then the winners combined. Returns (winning groups, chosen bytes, record)."""
+    base_gzip = _gzip(base[0])
+    limit = None if size_limit is None else size_limit * base_gzip
+    rounds = interleaved_rounds({"all_int8": base[1], **{k: v[1] for k, v in trials.items()}})
+    spread_all = float((max(rounds["all_int8"]) - min(rounds["all_int8"])) / np.median(rounds["all_int8"]))
+    results: dict[str, dict[str, Any]] = {}
+    for k, (content, _) in trials.items():
+        ev = evidence(rounds["all_int8"], rounds[k], min_gain)
+        gz = _gzip(content)
+        ev.update(gzip_bytes=gz, size_ratio=round(gz / base_gzip, 3), size_passed=limit is None or gz <= limit)
+        results[k] = ev
+    record: dict[str, Any] = {"all_int8_gzip_bytes": base_gzip, "size_limit": size_limit,
+                              "all_int8_spread": round(spread_all, 4), "trials": results,
+                              "rounds_us": {k: [round(v, 2) for v in r] for k, r in rounds.items()}}  # fmt: skip
+    winners = sorted((k for k, r in results.items() if r["passed"] and r["size_passed"]),
+                     key=lambda k: -results[k]["gain_median"])  # fmt: skip
+    if not winners:
+        return [], base[0], record
+    if len(winners) > 1:
+        both = combine(winners)
+        if both is not None:
+            again = interleaved_rounds({"all_int8": base[1], "combined": both[1]})
+            ev = evidence(again["all_int8"], again["combined"], min_gain)
+            gz = _gzip(both[0])
+            ev.update(gzip_bytes=gz, size_ratio=round(gz / base_gzip, 3), size_passed=limit is None or gz <= limit,
+                      groups=winners)  # fmt: skip
+            record["combined"] = ev
+            if ev["passed"] and ev["size_passed"]:
+                return winners, both[0], record
+    return winners[:1], trials[winners[0]][0], record
 
 
 def session_call(model: str | Path | bytes, x: np.ndarray, threads: int = 1) -> Callable[[], Any]:
@@ -152,8 +270,10 @@ def session_call(model: str | Path | bytes, x: np.ndarray, threads: int = 1) -> 
 
 
 def plan_int8(fp32_model: Path, quantize: Callable[[tuple[str, ...], Path], Path], x: np.ndarray, tmp: Path,
-              threads: int = 1) -> tuple[Path, dict[str, Any]]:  # fmt: skip
-    """Choose per node between fp32 and int8 by ORT's per-node profile on this machine, verify on the whole model.
+              threads: int = 1, *, size_limit: float | None = SIZE_LIMIT, min_gain: float = MIN_GAIN,
+              max_candidates: int = MAX_CANDIDATES) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    """Choose per node between fp32 and int8 by ORT's per-node profile on this machine, decided on whole-model
+    interleaved rounds (the module's rule).
 
     ``fp32_model`` is the pre-processed float model whose node names ``quantize(exclude, out)`` understands;
     ``x`` one input batch (batch 1: the latency case). Returns (the chosen int8 file, the record for the bundle).
@@ -162,44 +282,81 @@ def plan_int8(fp32_model: Path, quantize: Callable[[tuple[str, ...], Path], Path
 
     from edgepack.machine import cpu_model, isa_features
 
+    started = time.perf_counter()
     model = onnx.load(str(fp32_model))
     nodes = quantizable_nodes(model)
     all_int8 = quantize((), tmp / "all-int8.onnx")
     prof_fp32 = node_profile(fp32_model, x, threads=threads)
     prof_int8 = node_profile(all_int8, x, threads=threads)
     record: dict[str, Any] = {
-        "method": "onnxruntime per-node profile (kernel_time), then whole-model p50 side by side",
+        "method": "onnxruntime per-node profile (kernel_time, matched by node name) for candidates, then "
+                  "whole-model interleaved rounds against all-int8",
+        "rule": rule_text(min_gain, size_limit),
         "machine": {"cpu_model": cpu_model(), "isa": isa_features()}, "threads": threads, "batch": int(len(x)),
         "note": "decided on this CPU: another CPU may prefer another split (re-export there to re-decide)",
+        "profiles": {"fp32": prof_fp32, "int8": prof_int8},
     }  # fmt: skip
-    t32, t8 = kernel_times(prof_fp32, nodes), kernel_times(prof_int8, nodes)
-    if t32 is None or t8 is None:
-        record.update(decision="all-int8", reason="profile kernels could not be matched to the graph's nodes",
-                      profiles={"fp32": prof_fp32, "int8": prof_int8})  # fmt: skip
-        return all_int8, record
-    slower = [n for n, a, b in zip(nodes, t32, t8, strict=True) if b > a]
-    record["nodes"] = [
-        {"node": n.name, "op": n.op_type, "fp32_us": round(a, 2), "int8_us": round(b, 2),
-         "precision": "fp32" if n in slower else "int8"}
-        for n, a, b in zip(nodes, t32, t8, strict=True)
-    ]  # fmt: skip
-    record["profiles"] = {"fp32": prof_fp32, "int8": prof_int8}
-    if not slower:
-        record.update(decision="all-int8", reason="int8 is at least as fast for every node", excluded=[])
-        return all_int8, record
-    excluded = tuple(dict.fromkeys(name for n in slower for name in float_island(model, n)))
-    mixed = quantize(excluded, tmp / "mixed.onnx")
-    record["profiles"]["mixed"] = node_profile(mixed, x, threads=threads)
-    p50 = interleaved_p50({"all_int8": session_call(all_int8, x, threads), "mixed": session_call(mixed, x, threads)})
-    record["p50_us"] = {k: round(v, 2) for k, v in p50.items()}
-    if p50["mixed"] < p50["all_int8"] * (1 - MIN_GAIN):
-        record.update(decision="mixed", excluded=list(excluded),
-                      reason=f"whole-model p50 {p50['mixed']:.1f} µs < all-int8 {p50['all_int8']:.1f} µs")  # fmt: skip
-        return mixed, record
-    record.update(decision="all-int8", excluded=[],
-                  reason=f"mixed p50 {p50['mixed']:.1f} µs did not beat all-int8 {p50['all_int8']:.1f} µs by "
-                  f"{MIN_GAIN:.0%}")  # fmt: skip
-    return all_int8, record
+    t32, t8 = match_kernels(prof_fp32, model, nodes), match_kernels(prof_int8, model, nodes)
+    record["unmatched"] = [n.name for n in nodes if n.name not in t32 or n.name not in t8]
+    slower = [n for n in nodes if n.name in t32 and n.name in t8 and t8[n.name] > t32[n.name]]
+    slower.sort(key=lambda n: t32[n.name] - t8[n.name])  # the largest profile gain first
+    groups: dict[str, tuple[str, ...]] = {}
+    for n in slower[:max_candidates]:
+        groups[n.name] = tuple(float_island(model, n))
+    record["candidates"] = [{"node": n.name, "profile_gain_us": round(t8[n.name] - t32[n.name], 2),
+                             "measured": n.name in groups} for n in slower]  # fmt: skip
+
+    def done(chosen: Path, decision: str, reason: str, kept: list[str]) -> tuple[Path, dict[str, Any]]:
+        excluded = list(dict.fromkeys(name for k in kept for name in groups[k]))
+        record["nodes"] = [
+            {"node": n.name, "op": n.op_type, "fp32_us": round(t32[n.name], 2) if n.name in t32 else None,
+             "int8_us": round(t8[n.name], 2) if n.name in t8 else None,
+             "precision": "fp32" if n.name in excluded else "int8"}
+            for n in nodes
+        ]  # fmt: skip
+        record.update(decision=decision, reason=reason, excluded=excluded,
+                      float_layers=[n.name for n in nodes if n.name in excluded and n.op_type != "Softmax"],
+                      seconds=round(time.perf_counter() - started, 1))  # fmt: skip
+        return chosen, record
+
+    if not groups:
+        return done(all_int8, "all-int8", "int8 is at least as fast for every matched node", [])
+    files = {k: quantize(g, tmp / f"float-{i}.onnx") for i, (k, g) in enumerate(groups.items())}
+    trials = {k: (f.read_bytes(), session_call(f, x, threads)) for k, f in files.items()}
+
+    def combine(keys: list[str]) -> tuple[bytes, Callable[[], Any]]:
+        f = quantize(tuple(dict.fromkeys(name for k in keys for name in groups[k])), tmp / "mixed.onnx")
+        files["+".join(keys)] = f
+        return f.read_bytes(), session_call(f, x, threads)
+
+    kept, _, decided = _decide(trials, (all_int8.read_bytes(), session_call(all_int8, x, threads)), combine,
+                               min_gain, size_limit)  # fmt: skip
+    record.update(decided)
+    if not kept:
+        return done(all_int8, "all-int8", _why_not(decided), [])
+    chosen = files["+".join(kept)] if len(kept) > 1 else files[kept[0]]
+    if chosen.name != "mixed.onnx":
+        chosen = Path(shutil.copyfile(chosen, tmp / "mixed.onnx"))
+    ev = decided.get("combined") if len(kept) > 1 else decided["trials"][kept[0]]
+    record["profiles"]["mixed"] = node_profile(chosen, x, threads=threads)
+    return done(chosen, "mixed", _why(ev), kept)
+
+
+def _why(ev: dict[str, Any]) -> str:
+    return (f"whole-model p50 {ev['p50_us']:.1f} µs vs all-int8 {ev['all_int8_p50_us']:.1f} µs: gain >= "
+            f"{ev['gain_lower']:.1%} in all but one of {ev['rounds']} rounds (> margin {ev['margin']:.1%}); gzip "
+            f"{ev['size_ratio']:.2f}x all-int8")  # fmt: skip
+
+
+def _why_not(decided: dict[str, Any]) -> str:
+    parts = []
+    for k, ev in decided["trials"].items():
+        if not ev["passed"]:
+            parts.append(f"{k}: gain {ev['gain_lower']:.1%} in its second-worst round, not above margin "
+                         f"{ev['margin']:.1%}")  # fmt: skip
+        elif not ev["size_passed"]:
+            parts.append(f"{k}: faster but gzip {ev['size_ratio']:.2f}x all-int8 > limit {decided['size_limit']:g}x")
+    return "kept all-int8: " + "; ".join(parts)
 
 
 def litert_call(content: bytes, x: np.ndarray, tmp: Path, threads: int = 1) -> Callable[[], Any]:
@@ -214,58 +371,85 @@ def litert_call(content: bytes, x: np.ndarray, tmp: Path, threads: int = 1) -> C
     return lambda: predictor.run_prepared(inp)
 
 
+def _tflite_order(content: bytes, ops: list[tuple[str, str]]) -> list[str]:
+    """The compute ops, the likeliest float winners first: narrow inputs (< 8 channels: padded to the int8 kernel's
+    8-channel block) before the rest, each by multiply-adds (larger first)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=content)
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    score: dict[str, tuple[int, int]] = {}
+    for o in it._get_ops_details():  # noqa: SLF001 - the only op listing the interpreter offers
+        out = tensors.get(int(o["outputs"][0]))
+        if out is None or o["op_name"] not in dict((op, 1) for _, op in ops):
+            continue
+        inp = tensors.get(int(o["inputs"][0]))
+        w = tensors.get(int(o["inputs"][1])) if len(o["inputs"]) > 1 else None
+        cin = int(inp["shape"][-1]) if inp is not None and len(inp["shape"]) else 0
+        macs = int(np.prod(out["shape"])) * (int(np.prod(w["shape"][1:])) if w is not None else 1)
+        score[out["name"]] = (0 if 0 < cin < 8 else 1, -macs)
+    return sorted((name for name, _ in ops), key=lambda n: score.get(n, (2, 0)))
+
+
 def plan_tflite_int8(all_int8: bytes, selective: Callable[[tuple[str, ...]], bytes], x: np.ndarray, tmp: Path,
-                     threads: int = 1) -> tuple[bytes, dict[str, Any]]:  # fmt: skip
+                     threads: int = 1, *, size_limit: float | None = SIZE_LIMIT, min_gain: float = MIN_GAIN,
+                     max_candidates: int = MAX_CANDIDATES) -> tuple[bytes, dict[str, Any]]:  # fmt: skip
     """Choose per compute op between int8 and float for a post-training int8 .tflite, on this machine.
 
     ``all_int8``: the full-integer file (its op names are the converter's at every precision);
-    ``selective(float_ops)``: the int8 file with those ops float. Each op is tried alone float and timed as a
-    whole file against all-int8 (interleaved rounds); the ops that win by MIN_GAIN stay float, and when more than
-    one does, their combination is timed once more. Returns (the chosen bytes, the record for the bundle).
+    ``selective(float_ops)``: the int8 file with those ops float. The top ``max_candidates`` ops (``_tflite_order``)
+    are each tried alone float and timed as whole files against all-int8 by the module's rule.
+    Returns (the chosen bytes, the record for the bundle).
     """
     from edgepack.export.tflite import quantizable_ops
     from edgepack.machine import cpu_model, isa_features
 
+    started = time.perf_counter()
     tmp.mkdir(parents=True, exist_ok=True)
     ops = quantizable_ops(all_int8)
     record: dict[str, Any] = {
-        "method": "LiteRT whole-file p50 with each compute op alone kept float, side by side with all-int8",
+        "method": "LiteRT whole-file interleaved rounds with each candidate op alone kept float, against all-int8",
+        "rule": rule_text(min_gain, size_limit),
         "machine": {"cpu_model": cpu_model(), "isa": isa_features()}, "threads": threads, "batch": int(len(x)),
         "note": "decided on this CPU: another CPU may prefer another split (re-export there to re-decide)",
     }  # fmt: skip
+    try:
+        order = _tflite_order(all_int8, ops)
+    except Exception:  # noqa: BLE001 - ordering is a heuristic: graph order still gives a valid plan
+        order = [name for name, _ in ops]
     singles: dict[str, bytes] = {}
-    for name, _ in ops:
+    for name in order:
+        if len(singles) >= max_candidates:
+            break
         try:
             singles[name] = selective((name,))
         except ExportError as e:  # e.g. the model's only compute op: nothing would be left to quantize
             log.info("tflite latency plan: %s cannot be kept float alone (%s)", name, e)
-    fns = {"all_int8": litert_call(all_int8, x, tmp, threads)}
-    fns.update({name: litert_call(content, x, tmp, threads) for name, content in singles.items()})
-    p50 = interleaved_p50(fns)
-    base = p50["all_int8"]
-    faster = [name for name, _ in ops if name in singles and p50[name] < base * (1 - MIN_GAIN)]
+    record["candidates"] = [{"node": name, "measured": name in singles} for name in order]
+    base = (all_int8, litert_call(all_int8, x, tmp, threads))
+    trials = {name: (content, litert_call(content, x, tmp, threads)) for name, content in singles.items()}
+
+    def combine(keys: list[str]) -> tuple[bytes, Callable[[], Any]]:
+        content = selective(tuple(k for k, _ in ops if k in keys))
+        return content, litert_call(content, x, tmp, threads)
+
+    if trials:
+        kept, content, decided = _decide(trials, base, combine, min_gain, size_limit)
+        record.update(decided)
+    else:
+        kept, content = [], all_int8
+    kept = [k for k, _ in ops if k in kept]
     record["nodes"] = [
-        {"node": name, "op": op, "file_p50_us_with_op_float": round(p50[name], 2) if name in p50 else None,
-         "all_int8_p50_us": round(base, 2), "precision": "float" if name in faster else "int8"}
+        {"node": name, "op": op, "measured": name in singles,
+         "file_p50_us_with_op_float": record["trials"][name]["p50_us"] if name in singles else None,
+         "all_int8_p50_us": record["trials"][name]["all_int8_p50_us"] if name in singles else None,
+         "precision": "float" if name in kept else "int8"}
         for name, op in ops
     ]  # fmt: skip
-    record["p50_us"] = {"all_int8": round(base, 2)}
-    if not faster:
-        record.update(decision="all-int8", float_ops=[],
-                      reason=f"no op kept float made the file {MIN_GAIN:.0%} faster than all-int8 ({base:.1f} µs)")  # fmt: skip
+    record.update(float_ops=kept, float_layers=kept, seconds=round(time.perf_counter() - started, 1))
+    if not kept:
+        record.update(decision="all-int8", reason=_why_not(record) if trials else "no op could be kept float alone")
         return all_int8, record
-    if len(faster) == 1:
-        mixed, mixed_p50 = singles[faster[0]], p50[faster[0]]
-    else:
-        mixed = selective(tuple(faster))
-        again = interleaved_p50({"all_int8": fns["all_int8"], "mixed": litert_call(mixed, x, tmp, threads)})
-        base, mixed_p50 = again["all_int8"], again["mixed"]
-        record["p50_us"]["all_int8"] = round(base, 2)
-    record["p50_us"]["mixed"] = round(mixed_p50, 2)
-    if mixed_p50 < base * (1 - MIN_GAIN):
-        record.update(decision="mixed", float_ops=faster,
-                      reason=f"whole-file p50 {mixed_p50:.1f} µs < all-int8 {base:.1f} µs")  # fmt: skip
-        return mixed, record
-    record.update(decision="all-int8", float_ops=[],
-                  reason=f"mixed p50 {mixed_p50:.1f} µs did not beat all-int8 {base:.1f} µs by {MIN_GAIN:.0%}")  # fmt: skip
-    return all_int8, record
+    ev = record["combined"] if len(kept) > 1 else record["trials"][kept[0]]
+    record.update(decision="mixed", reason=_why(ev))
+    return content, record

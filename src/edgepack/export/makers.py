@@ -36,7 +36,9 @@ def make_file(job: Job, model: Any, path: Path, calibration: np.ndarray, setting
             if job.mcu:
                 made["mcu"] = True  # all-int8 with int8 input and output: no latency plan for this host
             elif settings.int8_layers.value == "auto":
-                content, made["latency_plan"] = _plan_tflite(model, content, calibration, tmp / job.name)
+                content, made["latency_plan"] = _plan_tflite(model, content, calibration, tmp / job.name,
+                                                             settings.plan_size_limit)  # fmt: skip
+                made.update(_mixed(made["latency_plan"]))
         atomic_write_bytes(path, content)
         return made
     if job.qat:
@@ -188,7 +190,8 @@ def _make_onnx_int8(fp32: Path, path: Path, calibration: np.ndarray, settings: E
         opts = dataclasses.replace(options, nodes_to_exclude=exclude)
         return quantize_onnx_static(pre, out, calibration, opts, pre_processed=True, overrides=overrides)
 
-    chosen, record = plan_int8(pre, quantize, calibration[:1], work)
+    chosen, record = plan_int8(pre, quantize, calibration[:1], work, size_limit=settings.plan_size_limit)
+    made.update(_mixed(record))
     with atomic_path(path) as out:
         shutil.copyfile(chosen, out)
     made["latency_plan"] = _compact(record)
@@ -196,15 +199,22 @@ def _make_onnx_int8(fp32: Path, path: Path, calibration: np.ndarray, settings: E
     return made
 
 
-def _plan_tflite(model: Any, all_int8: bytes, calibration: np.ndarray, work: Path) -> tuple[bytes, dict[str, Any]]:
+def _plan_tflite(model: Any, all_int8: bytes, calibration: np.ndarray, work: Path,
+                 size_limit: float | None = 1.25) -> tuple[bytes, dict[str, Any]]:  # fmt: skip
     """The latency plan for a post-training int8 .tflite (``export.latency.plan_tflite_int8``)."""
     from edgepack.export.latency import plan_tflite_int8
     from edgepack.export.tflite import convert_tflite_selective
 
     content, record = plan_tflite_int8(all_int8, lambda ops: convert_tflite_selective(model, calibration, ops),
-                                       calibration[:1], work)  # fmt: skip
+                                       calibration[:1], work, size_limit=size_limit)  # fmt: skip
     log.info("tflite int8: %s (%s)", record["decision"], record.get("reason", ""))
     return content, record
+
+
+def _mixed(record: dict[str, Any]) -> dict[str, Any]:
+    """What labels an int8 file with float layers: ``mixed`` and the ``float_layers`` the plan left float."""
+    layers = list(record.get("float_layers") or [])
+    return {"mixed": bool(layers), "float_layers": layers}
 
 
 def _compact(record: dict[str, Any]) -> dict[str, Any]:

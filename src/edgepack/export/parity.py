@@ -80,8 +80,11 @@ def run_file(path: str | Path, x: np.ndarray, spec: ModelSpec | None = None) -> 
             out = (out.astype(np.float32) - zero) * np.float32(scale)
         out = out.astype(np.float32)
         runtime = "litert"
-    return (spec.head(out) if spec is not None else to_probabilities(out, "sigmoid" if out.shape[-1] == 1 else
-                                                                      "probabilities")), runtime
+    return (
+        spec.head(out)
+        if spec is not None
+        else to_probabilities(out, "sigmoid" if out.shape[-1] == 1 else "probabilities")
+    ), runtime
 
 
 def check(precision: str, probs: np.ndarray, reference: np.ndarray, y: np.ndarray) -> dict[str, Any]:

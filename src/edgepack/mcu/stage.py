@@ -39,7 +39,9 @@ def verify_content(content: bytes, what: str, x: np.ndarray, y: np.ndarray, lite
     board fit of one all-int8 file; ConfigError (exit 2) for a file TFLM cannot or should not run."""
     facts = tflm.check_file(content, what)
     arena = _arena.measure(content)
-    probs = tflm.run_images(content, x, arena["arena_bytes"], spec)  # the whole eval set with exactly the measured arena
+    probs = tflm.run_images(
+        content, x, arena["arena_bytes"], spec
+    )  # the whole eval set with exactly the measured arena
     verdict = tflm.parity(probs, litert_probs, y, out_scale)
     fits = [BOARDS[b].fit(arena["recommended_bytes"], len(content)) for b in boards]
     estimates = [BOARDS[b].estimate(macs) for b in boards] if macs else []
