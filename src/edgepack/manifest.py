@@ -24,7 +24,7 @@ from edgepack.files import atomic_write_json, gzip_size, sha256_file, umask
 
 MANIFEST = "manifest.json"
 FORMATS = ("keras", "tflite", "onnx")
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "a16w8", "w4")
 STAGES = ("train", "prune", "cluster", "qat", "export")
 
 

@@ -30,7 +30,7 @@ EXPORT_DIR = "export"
 EVAL_FILE = f"{EXPORT_DIR}/eval.npz"
 FLOAT_SOURCE_STAGES = ("cluster", "prune", "train")  # the last float model wins, in this order
 SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
-SUPPORTED = {"tflite": ("fp32", "fp16", "dynamic", "int8"), "onnx": ("fp32", "dynamic", "int8")}
+SUPPORTED = {"tflite": ("fp32", "fp16", "dynamic", "int8", "a16w8", "w4"), "onnx": ("fp32", "dynamic", "int8")}
 SIZE_REFERENCE = "baseline-tflite-fp32"  # sizes are compared with the gzipped float .tflite of the baseline
 
 
@@ -67,6 +67,14 @@ def plan(run: RunDir, settings: ExportSettings) -> list[Job]:
                           f"training images; choose 1 to {n_train}")  # fmt: skip
     formats = [f.value for f in settings.formats]
     precisions = [p.value for p in settings.precisions]
+    if (
+        settings.symmetric_activations
+        and "tflite" in formats
+        and "int8" in precisions
+        and settings.tflite_quantizer.value == "converter"
+    ):  # issue 16 hook
+        raise ConfigError("--symmetric-activations: the TFLite converter has no symmetric int8 activations; add "
+                          "--tflite-quantizer aeq or export --formats onnx")  # fmt: skip
     jobs = [Job(float_source, f, p) for f in formats for p in precisions if p in SUPPORTED[f]]
     skipped = [f"{f} {p}" for f in formats for p in precisions if p not in SUPPORTED[f]]
     if skipped:
@@ -97,6 +105,7 @@ def export_stage(run: RunDir, settings: ExportSettings, progress: bool = True) -
     start = time.perf_counter()
     jobs = sorted(plan(run, settings), key=lambda j: not j.is_size_reference)  # reference first: sizes compare to it
     from edgepack.data import load_from_run
+    from edgepack.export.fallback import make_steer  # issue 16 hook
 
     data = load_from_run(run.path, run.manifest["dataset"])
     rng = np.random.default_rng(0)
@@ -115,7 +124,8 @@ def export_stage(run: RunDir, settings: ExportSettings, progress: bool = True) -
                 models[src.name] = load_keras(run.file(src))
                 references[src.name] = _keras_probs(models[src.name], data.x_test, data.scale)
             advance(job.name)
-            made = _make(job, models[src.name], run.path / job.path, calibration, settings, Path(tmp))
+            steer = make_steer(settings, data, references[src.name])  # issue 16 hook
+            made = _make(job, models[src.name], run.path / job.path, calibration, settings, Path(tmp), steer)
             artifacts.append(_verify(run, job, references[src.name], data, settings, models[src.name], made, size_ref))
             if job.is_size_reference:
                 size_ref = {"artifact": job.name, "gzip_bytes": artifacts[-1].metrics["gzip_bytes"], "exported": True}
@@ -164,24 +174,43 @@ def verify_stage(run: RunDir, settings: ExportSettings) -> list[Artifact]:
 
 
 def _make(job: Job, model: Any, path: Path, calibration: np.ndarray, settings: ExportSettings,
-          tmp: Path) -> dict[str, Any]:  # fmt: skip
+          tmp: Path, steer: Any = None) -> dict[str, Any]:  # fmt: skip
     """Write ``job``'s file; returns what the artifact's settings should record about how it was made."""
     from edgepack.export.onnx import convert_onnx, quantize_onnx_dynamic
     from edgepack.files import atomic_write_bytes
 
     if job.format == "tflite":
+        from edgepack.export import fallback  # issue 16 hook
         from edgepack.export.tflite import convert_tflite
 
+        if job.precision in ("a16w8", "w4") or (
+            job.precision == "int8" and not job.qat and settings.tflite_quantizer.value == "aeq"
+        ):  # issue 16 hook
+            content, made = fallback.tflite_aeq(model, job.precision, calibration, settings, steer, tmp / job.name)
+            made["int8_layers"] = settings.int8_layers.value
+            atomic_write_bytes(path, content)
+            return made
         content = convert_tflite(model, job.precision, calibration, qat=job.qat)
         made: dict[str, Any] = {}
         if job.precision == "int8" and not job.qat:
             made["int8_layers"] = settings.int8_layers.value
             if settings.int8_layers.value == "auto":
                 content, made["latency_plan"] = _plan_tflite(model, content, calibration, tmp / job.name)
+            content, more = fallback.tflite_converter(
+                model,
+                content,
+                calibration,
+                tuple(  # issue 16 hook
+                    made.get("latency_plan", {}).get("float_ops", [])
+                ),
+                settings,
+                steer,
+            )
+            made.update(more)
         atomic_write_bytes(path, content)
         return made
     if job.qat:
-        return _make_onnx_qat(model, path, calibration, settings, tmp / job.name)
+        return _make_onnx_qat(model, path, calibration, settings, tmp / job.name, steer)
     made: dict[str, Any] = {}
     if job.precision == "fp32":
         convert_onnx(model, path, settings.opset)
@@ -194,7 +223,7 @@ def _make(job: Job, model: Any, path: Path, calibration: np.ndarray, settings: E
     if not fp32.exists():
         convert_onnx(model, fp32, settings.opset)
     if job.precision == "int8":
-        made.update(_make_onnx_int8(fp32, path, calibration, settings, tmp / job.name))
+        made.update(_make_onnx_int8(fp32, path, calibration, settings, tmp / job.name, steer=steer))
     else:
         src = fp32
         if settings.fold_transposes:
@@ -219,7 +248,7 @@ def _fold_transposes(path: Path) -> int:
 
 
 def _make_onnx_qat(model: Any, path: Path, calibration: np.ndarray, settings: ExportSettings,
-                   work: Path) -> dict[str, Any]:  # fmt: skip
+                   work: Path, steer: Any = None) -> dict[str, Any]:  # fmt: skip
     """Int8 ONNX from a QAT model: its float graph (weights already on the QAT grid) through the same
     quantize_static path and latency plan as post-training int8, with every scale and zero point set to the
     QAT model's instead of calibrated (``edgepack.export.qat_onnx``)."""
@@ -233,11 +262,12 @@ def _make_onnx_qat(model: Any, path: Path, calibration: np.ndarray, settings: Ex
     convert_onnx(model, work / "qat.onnx", settings.opset)
     float_model, params = strip_fake_quant(onnx.load(str(work / "qat.onnx")))
     atomic_write_bytes(work / "float.onnx", float_model.SerializeToString())
-    return _make_onnx_int8(work / "float.onnx", path, calibration, settings, work, qat=(model, params))
+    return _make_onnx_int8(work / "float.onnx", path, calibration, settings, work, qat=(model, params), steer=steer)
 
 
 def _make_onnx_int8(fp32: Path, path: Path, calibration: np.ndarray, settings: ExportSettings, work: Path,
-                    qat: tuple[Any, dict[str, tuple[float, int]]] | None = None) -> dict[str, Any]:  # fmt: skip
+                    qat: tuple[Any, dict[str, tuple[float, int]]] | None = None,
+                    steer: Any = None) -> dict[str, Any]:  # fmt: skip
     """Static int8 ONNX with the kernels this CPU runs best and, with int8_layers=auto, the latency plan.
 
     With ``qat`` = (QAT keras model, ``qat_onnx.strip_fake_quant``'s parameters), ``fp32`` is that model's float
@@ -259,7 +289,8 @@ def _make_onnx_int8(fp32: Path, path: Path, calibration: np.ndarray, settings: E
     calibration_method = "minmax" if qat else settings.calibration.value
     quant_format = "qdq" if qat else settings.quant_format.value
     options = OnnxQuantOptions(calibration=calibration_method, quant_format=quant_format,
-                               activation_type=activations)  # fmt: skip
+                               activation_type=activations,
+                               symmetric_activations=settings.symmetric_activations)  # fmt: skip
     made: dict[str, Any] = {"quant_format": options.quant_format, "per_channel": options.per_channel,
                             "activation_type": activations, "weight_type": options.weight_type,
                             "activation_type_reason": why, "int8_layers": settings.int8_layers.value}  # fmt: skip
@@ -278,20 +309,24 @@ def _make_onnx_int8(fp32: Path, path: Path, calibration: np.ndarray, settings: E
                             if "axis" not in o[0]},
             "weights": sorted(t for t, o in overrides.items() if "axis" in o[0]),
         }  # fmt: skip
-    if settings.int8_layers.value == "all":
-        quantize_onnx_static(pre, path, calibration, options, pre_processed=True, overrides=overrides)
-        return made
+    from edgepack.export import fallback  # issue 16 hook
     from edgepack.export.latency import plan_int8
 
     def quantize(exclude: tuple[str, ...], out: Path) -> Path:
         opts = dataclasses.replace(options, nodes_to_exclude=exclude)
         return quantize_onnx_static(pre, out, calibration, opts, pre_processed=True, overrides=overrides)
 
-    chosen, record = plan_int8(pre, quantize, calibration[:1], work)
+    if settings.int8_layers.value == "all":
+        chosen, excluded = quantize((), work / "all-int8.onnx"), ()
+    else:
+        chosen, record = plan_int8(pre, quantize, calibration[:1], work)
+        made["latency_plan"] = _compact(record)
+        excluded = tuple(record.get("excluded", []))
+        log.info("%s: %s (%s)", path.name, record["decision"], record.get("reason", ""))
+    chosen, more = fallback.onnx_int8(pre, quantize, chosen, excluded, settings, steer, work)  # issue 16 hook
+    made.update(more)
     with atomic_path(path) as out:
         shutil.copyfile(chosen, out)
-    made["latency_plan"] = _compact(record)
-    log.info("%s: %s (%s)", path.name, record["decision"], record.get("reason", ""))
     return made
 
 
@@ -325,7 +360,13 @@ def _verify(run: RunDir, job: Job, reference: np.ndarray, data: Any, settings: E
 
     file = run.path / job.path
     probs, runtime = run_file(file, data.x_test)
-    verdict = check(job.precision, probs, reference, data.y_test)
+    verdict = check(
+        job.precision,
+        probs,
+        reference,
+        data.y_test,  # issue 16 hook: --max-drop is the budget
+        settings.max_drop if "accuracy_fallback" in (made or {}) else None,
+    )
     verdict["runtime"] = runtime
     verdict["source"] = job.source.name
     if not verdict["passed"] and settings.allow_parity_failure:
@@ -333,7 +374,7 @@ def _verify(run: RunDir, job: Job, reference: np.ndarray, data: Any, settings: E
     info = describe(file)
     keras_zeros = _keras_kernel_sparsity(model)
     artifact_settings = {"opset": settings.opset} if job.format == "onnx" else {}
-    if job.precision == "int8" and not job.qat:
+    if job.precision in ("int8", "a16w8", "w4") and not job.qat:  # issue 16 hook: a16w8, w4
         artifact_settings.update(calibration=settings.calibration.value,
                                  calibration_samples=settings.calibration_samples)  # fmt: skip
     if made is None:  # re-verified: keep how the export made the file

@@ -297,8 +297,8 @@ def _specs(engine: Engine, bundle: dict[str, Any] | None, path: Path) -> tuple[I
     hwc = (int(shape[1]), int(shape[2]), int(shape[3]))
     if b_in.get("shape") is not None and [int(d) for d in b_in["shape"][1:]] != list(hwc):
         raise ModelLoadError(f"{path}: bundle says input {b_in['shape']}, the model file has {list(shape)}")
-    if engine.input_dtype not in ("float32", "int8", "uint8"):
-        raise ModelLoadError(f"{path}: model input dtype {engine.input_dtype}: expected float32, int8 or uint8")
+    if engine.input_dtype not in ("float32", "int8", "uint8", "int16"):
+        raise ModelLoadError(f"{path}: model input dtype {engine.input_dtype}: expected float32, int8, uint8 or int16")
     if b_in.get("dtype") not in (None, engine.input_dtype):
         raise ModelLoadError(
             f"{path}: bundle says input dtype {b_in['dtype']}, the model file has {engine.input_dtype}"
@@ -318,8 +318,10 @@ def _specs(engine: Engine, bundle: dict[str, Any] | None, path: Path) -> tuple[I
         raise ModelLoadError(
             f"{path}: output activation '{activation}' with {n_out} outputs: expected sigmoid with 1 or softmax with 2 or more"
         )
-    if engine.output_dtype not in ("float32", "int8", "uint8"):
-        raise ModelLoadError(f"{path}: model output dtype {engine.output_dtype}: expected float32, int8 or uint8")
+    if engine.output_dtype not in ("float32", "int8", "uint8", "int16"):
+        raise ModelLoadError(
+            f"{path}: model output dtype {engine.output_dtype}: expected float32, int8, uint8 or int16"
+        )
     out_q = engine.output_quantization or _quant(b_out.get("quantization"))
     if engine.output_dtype != "float32" and out_q is None:
         raise ModelLoadError(f"{path}: {engine.output_dtype} output without quantization parameters")
