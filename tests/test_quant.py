@@ -80,7 +80,8 @@ def test_tflite_sensitivity_of_the_converter_file_ranks_the_outlier_layer_first(
     shipped = convert_tflite(model, "int8", calib)
     table = sensitivity_tflite(float_tflite, shipped, tiny_data.x_test[:60] / 255.0, calibration=calib)
     rows = table["rows"]
-    assert len(rows) == 3 and f"/{name}/" in rows[0]["layer"], rows
+    assert len(rows) == 3
+    assert f"/{name}/" in rows[0]["layer"], rows
     conv = next(r for r in rows if r["op"] == "CONV_2D")  # before the outlier layer: healthy alone and cumulatively
     assert rows[0]["cumulative_sqnr_db"] < 10 < conv["cumulative_sqnr_db"]
     assert conv["alone_cosine"] > 0.99
@@ -191,7 +192,8 @@ def test_bad_steering_input_is_one_line_and_exit_2(run_copy, capsys):
                          (["--aeq-algorithm", "gptq4"], "--aeq-algorithm")):  # fmt: skip
         assert main(["export", str(run_copy), "-q", *args]) == 2
         err = capsys.readouterr().err.strip()
-        assert needle in err and len(err.splitlines()) == 1, err
+        assert needle in err, err
+        assert len(err.splitlines()) == 1, err
     assert main(["run", "--max-drop", "-1", "--out", str(run_copy.parent / "x"), "-q"]) == 2
     assert "--max-drop" in capsys.readouterr().err
     code = main(["export", str(run_copy), "--formats", "onnx", "--precisions", "int8", "--float-layers", "nosuch.*",
@@ -209,3 +211,50 @@ def test_bad_steering_input_is_one_line_and_exit_2(run_copy, capsys):
     symmetric = dataclasses.replace(ExportSettings(), symmetric_activations=True)
     with pytest.raises(ConfigError, match="--symmetric-activations"):
         plan(RunDir.open(run_copy), symmetric)
+
+
+def test_report_shows_each_files_sensitivity_table_worst_first_and_its_fallback():
+    from edgepack.bench.report import to_markdown
+    from edgepack.export.sensitivity import rank, report_blocks
+
+    rows = rank([
+        {"layer": "conv", "op": "Conv", "alone_output_sqnr_db": 40.0, "alone_sqnr_db": 45.0, "alone_cosine": 0.9999,
+         "cumulative_sqnr_db": 44.0, "cumulative_cosine": 0.9999},
+        {"layer": "dense", "op": "MatMul", "alone_output_sqnr_db": 3.0, "alone_sqnr_db": 1.0, "alone_cosine": 0.5,
+         "cumulative_sqnr_db": None, "cumulative_cosine": None},
+    ])  # fmt: skip
+    record = {"max_drop_points": 1.0, "met": True, "float_layers": ["dense"], "latency_plan_float": [],
+              "drop_points": 0.5, "steps": [{"action": "start", "drop_points": 30.0, "p50_us": 20.0},
+                                            {"action": "keep dense float", "drop_points": 0.5, "p50_us": 25.0}]}  # fmt: skip
+    manifest = {"artifacts": [
+        {"name": "m-onnx-int8", "stage": "export", "settings": {"sensitivity": {"method": "m", "n_images": 9,
+                                                                                "rows": rows},
+                                                                "accuracy_fallback": record}},
+        {"name": "m-onnx-fp32", "stage": "export", "settings": {}},
+    ]}  # fmt: skip
+    blocks = report_blocks(manifest, plots=True)
+    md = to_markdown(blocks)
+    assert md.index("| 1 | dense |") < md.index("| 2 | conv |")
+    assert "| float | float |" in md  # the layer the fallback kept float has no cumulative quantization error
+    assert "within budget, drop 0.50 points with 1 layer(s) kept float (dense)" in md
+    assert "m-onnx-fp32" not in md
+    img = [b for b in blocks if b[0] == "img"]
+    assert len(img) == 1
+    assert img[0][2][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_export_settings_take_the_steering_keys_from_a_recipe_and_reject_bad_values(tmp_path):
+    from edgepack.recipe import Recipe
+
+    path = tmp_path / "r.toml"
+    path.write_text('[export]\nmax_drop = 0.5\ntflite_quantizer = "aeq"\naeq_algorithm = "octav"\n'
+                    'float_layers = ["dense_1"]\nsymmetric_activations = true\n')  # fmt: skip
+    export = Recipe.from_toml(path).export
+    assert (export.max_drop, export.tflite_quantizer.value, export.aeq_algorithm.value) == (0.5, "aeq", "octav")
+    assert export.float_layers == ("dense_1",)
+    assert export.symmetric_activations is True
+    for bad, needle in (("max_drop = -1", "--max-drop"), ('tflite_quantizer = "tfmot"', "choose from converter, aeq"),
+                        ('aeq_algorithm = "gptq"', "choose from minmax, octav, mse")):  # fmt: skip
+        path.write_text(f"[export]\n{bad}\n")
+        with pytest.raises(ConfigError, match=needle):
+            Recipe.from_toml(path)

@@ -527,6 +527,10 @@ def write_report(
     # Plots need matplotlib (the [report] extra): required for HTML, skipped for Markdown on a lean install.
     plots = bool(html_page or (run_dir and importlib.util.find_spec("matplotlib") is not None))
     blocks = build_blocks(results, max_drop, plots=plots)
+    if run_dir is not None and (run_dir / "manifest.json").is_file():  # issue 16 hook: sensitivity tables
+        from edgepack.export.sensitivity import report_blocks
+
+        blocks += report_blocks(json.loads((run_dir / "manifest.json").read_text()), plots)
     plot_files: dict[str, str] = {}
     if run_dir is not None:  # a run directory keeps its plots as files too: DIR/plots/*.png
         for b in blocks:
