@@ -258,3 +258,23 @@ def test_export_settings_take_the_steering_keys_from_a_recipe_and_reject_bad_val
         path.write_text(f"[export]\n{bad}\n")
         with pytest.raises(ConfigError, match=needle):
             Recipe.from_toml(path)
+
+
+def test_max_drop_fallback_with_aeq_makes_a_tflite_file_within_budget(run_copy):
+    from edgepack.export import export_stage
+    from edgepack.export.parity import run_file
+    from edgepack.manifest import RunDir
+    from edgepack.recipe import ExportSettings
+
+    run = RunDir.open(_outlier_run(run_copy))
+    settings = ExportSettings(formats=("tflite",), precisions=("int8",), int8_layers="all", max_drop=1.0,
+                              tflite_quantizer="aeq")  # fmt: skip
+    (artifact,) = export_stage(run, settings, progress=False)
+    rec = artifact.settings["accuracy_fallback"]
+    assert rec["steps"][0]["drop_points"] > 1.0
+    assert rec["met"]
+    assert "dense/" in rec["float_layers"][0]
+    evaluation = np.load(run.path / "export" / "eval.npz")
+    probs, _ = run_file(run.path / artifact.path, evaluation["x"])
+    y = evaluation["y"]
+    assert round((rec["reference_accuracy"] - float((probs.argmax(-1) == y).mean())) * 100, 4) == rec["drop_points"]
