@@ -137,7 +137,7 @@ def steer_tflite(float_tflite: bytes, content: bytes, make: Callable[[tuple[str,
 
     made: dict[str, Any] = {}
     xf = steer.x_eval.astype(np.float32) * np.float32(steer.scale)
-    table = sensitivity_tflite(float_tflite, content, xf, alone=alone, calibration=calibration)
+    table = sensitivity_tflite(float_tflite, content, xf, alone=alone, calibration=calibration, float_layers=forced)
     made["sensitivity"] = table
     if steer.max_drop is None:
         return content, made

@@ -163,10 +163,12 @@ def _batches(model: Path, x: np.ndarray, batch: int = 50) -> Any:
 
 
 def sensitivity_tflite(float_tflite: bytes, shipped: bytes, x: np.ndarray,
-                       alone: Callable[[str], bytes] | None = None, calibration: np.ndarray | None = None) -> dict[str, Any]:  # fmt: skip
+                       alone: Callable[[str], bytes] | None = None, calibration: np.ndarray | None = None,
+    float_layers: tuple[str, ...] = ()) -> dict[str, Any]:  # fmt: skip
     """The sensitivity table of an int8 .tflite (``shipped``, from the converter or AEQ) against the float file
     it came from. ``alone(op)``: a file with only that op (a ``tflite.quantizable_ops`` name) quantized; by default
-    AEQ's static int8 of just that op, calibrated on ``calibration``."""
+    AEQ's static int8 of just that op, calibrated on ``calibration``. ``float_layers``: ops ``shipped`` keeps float
+    (read as "float" in the cumulative columns, as ONNX's unquantized nodes are)."""
     from edgepack.export.aeq import AeqOptions, make_tflite_aeq
     from edgepack.export.tflite import quantizable_ops
 
@@ -185,7 +187,7 @@ def sensitivity_tflite(float_tflite: bytes, shipped: bytes, x: np.ndarray,
         row = {"layer": name, "op": op, "tensor": name,
                "alone_output_sqnr_db": one.get(output, {}).get("sqnr_db", math.inf)}  # fmt: skip
         for prefix, result in (("alone", one), ("cumulative", cumulative)):
-            r = result.get(name)
+            r = None if prefix == "cumulative" and name in float_layers else result.get(name)
             row[f"{prefix}_sqnr_db"] = r["sqnr_db"] if r else None
             row[f"{prefix}_cosine"] = r["cosine"] if r else None
         rows.append(row)
