@@ -122,6 +122,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     recipe = Recipe.from_toml(args.recipe) if args.recipe else Recipe.default()
     recipe = _replace(recipe, {"data": _data_settings(args, recipe.data), "train": _train_settings(args, recipe.train)})
+    steering = _given(args, max_drop="max_drop", tflite_quantizer="tflite_quantizer")  # issue 16
+    if steering:
+        recipe = _replace(
+            recipe,
+            {"export": _replace(recipe.export, steering)}
+            | ({"max_accuracy_drop": args.max_drop} if args.max_drop is not None else {}),
+        )
     out = args.out or f"runs/run-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     from edgepack.pipeline import ALL_STAGES
 
@@ -280,9 +287,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     given = _given(args, formats="formats", precisions="precisions", opset="opset",
                    calibration_samples="calibration_samples", calibration="calibration",
                    int8_layers="int8_layers", quant_format="quant_format",
-                   int8_activations="int8_activations", int8_size_limit="int8_size_limit")  # fmt: skip
+                   int8_activations="int8_activations", int8_size_limit="int8_size_limit",
+                   tflite_quantizer="tflite_quantizer", aeq_algorithm="aeq_algorithm", float_layers="float_layers",
+                   max_drop="max_drop")  # fmt: skip
     if args.latency_at_any_size:
         given["latency_at_any_size"] = True
+    if args.symmetric_activations:
+        given["symmetric_activations"] = True
+    if args.no_sensitivity:
+        given["sensitivity"] = False
     if args.no_fold_transposes:
         given["fold_transposes"] = False
     if args.tflm is not None:
@@ -467,6 +480,7 @@ def _add_run(sub: Any, name: str) -> None:
     p.add_argument("--force", action="store_true", help="replace DIR if it is an existing edgepack run")
     p.add_argument("--stages", help="comma list of the stages to run, in pipeline order (default "
                    "train,compress,export,bench,report)")  # fmt: skip
+    _steer_options(p)
     _common(p)
 
 
@@ -494,6 +508,14 @@ def _add_import(sub: Any, name: str) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="the new run directory")
     p.add_argument("--force", action="store_true", help="replace DIR if it is an existing edgepack run")
     _common(p)
+
+
+def _steer_options(p: Any) -> None:
+    """Quantization steering shared by run and export (issue 16)."""
+    p.add_argument("--max-drop", type=float, metavar="POINTS", help="accuracy budget per int8 file: keep the most "
+                   "sensitive layers float until the file is within POINTS of its Keras source (exit 1 if no plan is)")  # fmt: skip
+    p.add_argument("--tflite-quantizer", help="who makes TFLite int8: converter or aeq (AI Edge Quantizer; "
+                   "a16w8 and w4 always use aeq) (default converter)")  # fmt: skip
 
 
 def _add_predict(sub: Any, name: str) -> None:
@@ -548,7 +570,10 @@ def _add_export(sub: Any, name: str) -> None:
                        "source (exit 1 if one fails).")  # fmt: skip
     p.add_argument("dir", metavar="DIR", help="a run directory with a trained model")
     p.add_argument("--formats", help="comma-separated: tflite,onnx (default both)")
-    p.add_argument("--precisions", help="comma-separated: fp32,fp16,dynamic,int8 (default all)")
+    p.add_argument(
+        "--precisions",
+        help="comma-separated: fp32,fp16,dynamic,int8 and the TFLite-only a16w8,w4 (default fp32,fp16,dynamic,int8)",
+    )
     p.add_argument("--opset", type=int, help="ONNX opset, 13 to 18 (default 17)")
     p.add_argument("--calibration-samples", type=int, help="training images used to calibrate int8 (default 200)")
     p.add_argument("--calibration", help="ONNX static int8 calibration: minmax, entropy, percentile (default minmax)")
@@ -561,6 +586,13 @@ def _add_export(sub: Any, name: str) -> None:
     p.add_argument("--quant-format", help="ONNX int8 form: qdq or qoperator (default qdq)")
     p.add_argument("--int8-activations", help="ONNX int8 activations: auto (by the CPU: uint8 with VNNI, else int8), "
                    "int8 or uint8 (default auto)")  # fmt: skip
+    _steer_options(p)
+    p.add_argument("--symmetric-activations", action="store_true",
+                   help="int8 activations with zero point 0 (ONNX and AEQ; some NPUs need it)")  # fmt: skip
+    p.add_argument("--aeq-algorithm", help="AEQ weight algorithm: minmax, octav, mse (default minmax)")
+    p.add_argument("--float-layers", help="comma list of regexes: layers (ONNX node / TFLite op output names) "
+                   "kept float in every int8 file")  # fmt: skip
+    p.add_argument("--no-sensitivity", action="store_true", help="skip the per-layer sensitivity tables")
     p.add_argument("--no-fold-transposes", action="store_true",
                    help="keep the Transpose before Flatten in ONNX files (default: folded into the Dense weights)")  # fmt: skip
     p.add_argument("--allow-parity-failure", action="store_true",

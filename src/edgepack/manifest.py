@@ -32,7 +32,7 @@ OWNER = ".partial.lock"  # held while a new run is built in its hidden staging f
 STALE_TRASH_S = 3600.0
 _LAST_CPU = 0.0  # process + children CPU seconds at the last history record (RunDir.record)
 FORMATS = ("keras", "tflite", "onnx")
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "a16w8", "w4")
 STAGES = ("train", "import", "prune", "cluster", "qat", "export")
 BASELINE_STAGES = ("train", "import")  # the stages that bring a model into a run
 

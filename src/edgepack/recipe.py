@@ -74,12 +74,25 @@ class Precision(Choice):
     FP16 = "fp16"
     DYNAMIC = "dynamic"
     INT8 = "int8"
+    A16W8 = "a16w8"  # TFLite (AEQ): int16 activations, int8 weights
+    W4 = "w4"  # TFLite (AEQ): 4-bit blockwise weights in the Dense layers, float activations
 
 
 class Calibration(Choice):
     MINMAX = "minmax"
     ENTROPY = "entropy"
     PERCENTILE = "percentile"
+
+
+class TfliteQuantizer(Choice):
+    CONVERTER = "converter"  # tf.lite.TFLiteConverter post-training quantization
+    AEQ = "aeq"  # AI Edge Quantizer on the float .tflite (edgepack.export.aeq)
+
+
+class AeqAlgorithm(Choice):
+    MINMAX = "minmax"
+    OCTAV = "octav"
+    MSE = "mse"
 
 
 class Int8Layers(Choice):
@@ -344,12 +357,35 @@ class ExportSettings:
     # all-int8 file's gzip size, unless latency_at_any_size
     int8_size_limit: float = 1.25
     latency_at_any_size: bool = False
+    # steering (issue 16): which TFLite quantizer makes int8, its algorithm, symmetric activations, layers the
+    # user keeps float (regexes on layer names), and the accuracy budget of the per-file fallback (None: off)
+    tflite_quantizer: TfliteQuantizer = TfliteQuantizer.CONVERTER
+    aeq_algorithm: AeqAlgorithm = AeqAlgorithm.MINMAX
+    symmetric_activations: bool = False
+    float_layers: tuple[str, ...] = ()
+    max_drop: float | None = None
+    sensitivity: bool = True
 
     def __post_init__(self) -> None:
         from edgepack.mcu.boards import resolve
 
         _check(self.tflm is None or isinstance(self.tflm, bool), f"tflm: got {self.tflm!r}; expected true or false")
         object.__setattr__(self, "boards", resolve(self.boards))
+        object.__setattr__(self, "tflite_quantizer", TfliteQuantizer.parse(self.tflite_quantizer, "--tflite-quantizer"))
+        object.__setattr__(self, "aeq_algorithm", AeqAlgorithm.parse(self.aeq_algorithm, "--aeq-algorithm"))
+        for name in ("symmetric_activations", "sensitivity"):
+            _check(
+                isinstance(getattr(self, name), bool), f"{name}: got {getattr(self, name)!r}; expected true or false"
+            )
+        if isinstance(self.float_layers, str):
+            object.__setattr__(
+                self, "float_layers", tuple(v.strip() for v in self.float_layers.split(",") if v.strip())
+            )
+        object.__setattr__(self, "float_layers", tuple(self.float_layers))
+        if self.max_drop is not None:
+            _check(isinstance(self.max_drop, int | float) and not isinstance(self.max_drop, bool)
+                   and 0 <= self.max_drop <= 100,
+                   f"--max-drop: got {self.max_drop!r}; expected accuracy points in [0, 100]")  # fmt: skip
         object.__setattr__(self, "int8_layers", Int8Layers.parse(self.int8_layers, "--int8-layers"))
         object.__setattr__(self, "quant_format", QuantFormat.parse(self.quant_format, "--quant-format"))
         object.__setattr__(self, "int8_activations", Int8Activations.parse(self.int8_activations, "--int8-activations"))

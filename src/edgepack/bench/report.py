@@ -834,6 +834,10 @@ def write_report(
 
         at = next((i for i, b in enumerate(blocks) if b[0] == "details" and b[1] == "Machines"), len(blocks))
         blocks[at:at] = mcu_blocks(json.loads((run_dir / "manifest.json").read_text(encoding="utf-8")))
+    if run_dir is not None and (run_dir / "manifest.json").is_file():  # issue 16: sensitivity tables
+        from edgepack.export.sensitivity import report_blocks
+
+        blocks += report_blocks(json.loads((run_dir / "manifest.json").read_text()), plots)
     plot_files: dict[str, str] = {}
     if run_dir is not None:  # a run directory keeps its plots as files too: DIR/plots/*.png
         for b in iter_blocks(blocks):

@@ -21,13 +21,22 @@ log = logging.getLogger(__name__)
 
 
 def make_file(job: Job, model: Any, path: Path, calibration: np.ndarray, settings: ExportSettings,
-              tmp: Path) -> dict[str, Any]:  # fmt: skip
+              tmp: Path, steer: Any = None) -> dict[str, Any]:  # fmt: skip
     """Write ``job``'s file; returns what the artifact's settings should record about how it was made."""
     from edgepack.export.onnx import convert_onnx, quantize_onnx_dynamic
     from edgepack.files import atomic_write_bytes
 
     if job.format == "tflite":
+        from edgepack.export import fallback
         from edgepack.export.tflite import convert_tflite
+
+        if job.precision in ("a16w8", "w4") or (
+            job.precision == "int8" and not job.qat and settings.tflite_quantizer.value == "aeq"
+        ):  # issue 16: the AI Edge Quantizer
+            content, made = fallback.tflite_aeq(model, job.precision, calibration, settings, steer, tmp / job.name)
+            made["int8_layers"] = settings.int8_layers.value
+            atomic_write_bytes(path, content)
+            return made
 
         content = convert_tflite(model, job.precision, calibration, qat=job.qat)
         made: dict[str, Any] = {}
@@ -39,10 +48,14 @@ def make_file(job: Job, model: Any, path: Path, calibration: np.ndarray, setting
                 content, made["latency_plan"] = _plan_tflite(model, content, calibration, tmp / job.name,
                                                              settings.plan_size_limit)  # fmt: skip
                 made.update(_mixed(made["latency_plan"]))
+            if not job.mcu:  # issue 16: the accuracy fallback keeps the latency plan's float ops float too
+                float_ops = tuple(made.get("latency_plan", {}).get("float_ops", []))
+                content, more = fallback.tflite_converter(model, content, calibration, float_ops, settings, steer)
+                made.update(more)
         atomic_write_bytes(path, content)
         return made
     if job.qat:
-        return _make_onnx_qat(model, path, calibration, settings, tmp / job.name)
+        return _make_onnx_qat(model, path, calibration, settings, tmp / job.name, steer)
     if job.source.format == "onnx":
         return _make_from_onnx(job, Path(model), path, calibration, settings, tmp / job.name)
     made: dict[str, Any] = {}
@@ -57,7 +70,7 @@ def make_file(job: Job, model: Any, path: Path, calibration: np.ndarray, setting
     if not fp32.exists():
         convert_onnx(model, fp32, settings.opset)
     if job.precision == "int8":
-        made.update(_make_onnx_int8(fp32, path, calibration, settings, tmp / job.name))
+        made.update(_make_onnx_int8(fp32, path, calibration, settings, tmp / job.name, steer=steer))
     else:
         src = fp32
         if settings.fold_transposes:
@@ -122,7 +135,7 @@ def _fold_transposes(path: Path) -> int:
 
 
 def _make_onnx_qat(model: Any, path: Path, calibration: np.ndarray, settings: ExportSettings,
-                   work: Path) -> dict[str, Any]:  # fmt: skip
+                   work: Path, steer: Any = None) -> dict[str, Any]:  # fmt: skip
     """Int8 ONNX from a QAT model: its float graph (weights already on the QAT grid) through the same
     quantize_static path and latency plan as post-training int8, with every scale and zero point set to the
     QAT model's instead of calibrated (``edgepack.export.qat_onnx``)."""
@@ -136,11 +149,12 @@ def _make_onnx_qat(model: Any, path: Path, calibration: np.ndarray, settings: Ex
     convert_onnx(model, work / "qat.onnx", settings.opset)
     float_model, params = strip_fake_quant(onnx.load(str(work / "qat.onnx")))
     atomic_write_bytes(work / "float.onnx", float_model.SerializeToString())
-    return _make_onnx_int8(work / "float.onnx", path, calibration, settings, work, qat=(model, params))
+    return _make_onnx_int8(work / "float.onnx", path, calibration, settings, work, qat=(model, params), steer=steer)
 
 
 def _make_onnx_int8(fp32: Path, path: Path, calibration: np.ndarray, settings: ExportSettings, work: Path,
-                    qat: tuple[Any, dict[str, tuple[float, int]]] | None = None) -> dict[str, Any]:  # fmt: skip
+                    qat: tuple[Any, dict[str, tuple[float, int]]] | None = None,
+                    steer: Any = None) -> dict[str, Any]:  # fmt: skip
     """Static int8 ONNX with the kernels this CPU runs best and, with int8_layers=auto, the latency plan.
 
     With ``qat`` = (QAT keras model, ``qat_onnx.strip_fake_quant``'s parameters), ``fp32`` is that model's float
@@ -162,7 +176,8 @@ def _make_onnx_int8(fp32: Path, path: Path, calibration: np.ndarray, settings: E
     calibration_method = "minmax" if qat else settings.calibration.value
     quant_format = "qdq" if qat else settings.quant_format.value
     options = OnnxQuantOptions(calibration=calibration_method, quant_format=quant_format,
-                               activation_type=activations)  # fmt: skip
+                               activation_type=activations,
+                               symmetric_activations=settings.symmetric_activations)  # fmt: skip
     made: dict[str, Any] = {"quant_format": options.quant_format, "per_channel": options.per_channel,
                             "activation_type": activations, "weight_type": options.weight_type,
                             "activation_type_reason": why, "int8_layers": settings.int8_layers.value}  # fmt: skip
@@ -181,21 +196,25 @@ def _make_onnx_int8(fp32: Path, path: Path, calibration: np.ndarray, settings: E
                             if "axis" not in o[0]},
             "weights": sorted(t for t, o in overrides.items() if "axis" in o[0]),
         }  # fmt: skip
-    if settings.int8_layers.value == "all":
-        quantize_onnx_static(pre, path, calibration, options, pre_processed=True, overrides=overrides)
-        return made
+    from edgepack.export import fallback
     from edgepack.export.latency import plan_int8
 
     def quantize(exclude: tuple[str, ...], out: Path) -> Path:
         opts = dataclasses.replace(options, nodes_to_exclude=exclude)
         return quantize_onnx_static(pre, out, calibration, opts, pre_processed=True, overrides=overrides)
 
-    chosen, record = plan_int8(pre, quantize, calibration[:1], work, size_limit=settings.plan_size_limit)
-    made.update(_mixed(record))
+    if settings.int8_layers.value == "all":
+        chosen, excluded = quantize((), work / "all-int8.onnx"), ()
+    else:
+        chosen, record = plan_int8(pre, quantize, calibration[:1], work, size_limit=settings.plan_size_limit)
+        made["latency_plan"] = _compact(record)
+        made.update(_mixed(record))
+        excluded = tuple(record.get("excluded", []))
+        log.info("%s: %s (%s)", path.name, record["decision"], record.get("reason", ""))
+    chosen, more = fallback.onnx_int8(pre, quantize, chosen, excluded, settings, steer, work)  # issue 16
+    made.update(more)
     with atomic_path(path) as out:
         shutil.copyfile(chosen, out)
-    made["latency_plan"] = _compact(record)
-    log.info("%s: %s (%s)", path.name, record["decision"], record.get("reason", ""))
     return made
 
 

@@ -40,6 +40,7 @@ class OnnxQuantOptions:
     entropy_bins: int = 2048  # histogram bins for entropy calibration (128 quantized bins)
     calibration_batch: int = 32
     nodes_to_exclude: tuple[str, ...] = ()  # node names (of the pre-processed model) kept in fp32
+    symmetric_activations: bool = False  # activation zero point 0 (some NPUs require it)
 
     def ort_kwargs(self) -> dict[str, Any]:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
@@ -50,6 +51,8 @@ class OnnxQuantOptions:
         extra: dict[str, Any] = {}
         if self.calibration == "percentile":
             extra["CalibPercentile"] = self.percentile
+        if self.symmetric_activations:
+            extra["ActivationSymmetric"] = True
         return {
             "quant_format": QuantFormat.QDQ if self.quant_format == "qdq" else QuantFormat.QOperator,
             "activation_type": types[self.activation_type],

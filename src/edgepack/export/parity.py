@@ -39,6 +39,9 @@ TOLERANCES: dict[str, Tolerance] = {
     "fp16": Tolerance(max_abs_diff=5e-3),
     "dynamic": Tolerance(max_abs_diff=0.1, min_top1_agreement=0.98, max_accuracy_drop=1.0),
     "int8": Tolerance(min_top1_agreement=0.98, max_accuracy_drop=1.0),
+    # a16w8 (int16 activations) and w4 (4-bit Dense weights, activations quantized at run time): judged like int8
+    "a16w8": Tolerance(min_top1_agreement=0.98, max_accuracy_drop=1.0),
+    "w4": Tolerance(min_top1_agreement=0.98, max_accuracy_drop=1.0),
 }
 
 
@@ -68,14 +71,14 @@ def run_file(path: str | Path, x: np.ndarray, spec: ModelSpec | None = None) -> 
         inp = interpreter.get_input_details()[0]
         outd = interpreter.get_output_details()[0]
         data = xf
-        if inp["dtype"] in (np.int8, np.uint8):
+        if inp["dtype"] in (np.int8, np.uint8, np.int16):
             scale, zero = inp["quantization"]
             info = np.iinfo(inp["dtype"])
             data = np.clip(np.round(xf / scale) + zero, info.min, info.max).astype(inp["dtype"])
         interpreter.set_tensor(inp["index"], data)
         interpreter.invoke()
         out = interpreter.get_tensor(outd["index"])
-        if outd["dtype"] in (np.int8, np.uint8):
+        if outd["dtype"] in (np.int8, np.uint8, np.int16):
             scale, zero = outd["quantization"]
             out = (out.astype(np.float32) - zero) * np.float32(scale)
         out = out.astype(np.float32)
@@ -87,9 +90,15 @@ def run_file(path: str | Path, x: np.ndarray, spec: ModelSpec | None = None) -> 
     ), runtime
 
 
-def check(precision: str, probs: np.ndarray, reference: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """Compare an exported file's probabilities with its Keras source's on the same batch (labels ``y``)."""
+def check(precision: str, probs: np.ndarray, reference: np.ndarray, y: np.ndarray,
+          max_accuracy_drop: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """Compare an exported file's probabilities with its Keras source's on the same batch (labels ``y``);
+    ``max_accuracy_drop`` (points, the user's --max-drop) replaces the precision's accuracy tolerance."""
     tol = TOLERANCES[precision]
+    if max_accuracy_drop is not None:
+        from dataclasses import replace
+
+        tol = replace(tol, max_accuracy_drop=max_accuracy_drop)
     pred, ref_pred = probs.argmax(-1), reference.argmax(-1)
     acc, ref_acc = float((pred == y).mean()), float((ref_pred == y).mean())
     result: dict[str, Any] = {

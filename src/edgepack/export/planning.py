@@ -20,7 +20,7 @@ EXPORT_DIR = "export"
 EVAL_FILE = f"{EXPORT_DIR}/eval.npz"
 FLOAT_SOURCE_STAGES = ("cluster", "prune", *BASELINE_STAGES)  # the last float model wins, in this order
 SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
-SUPPORTED = {"tflite": ("fp32", "fp16", "dynamic", "int8"), "onnx": ("fp32", "dynamic", "int8")}
+SUPPORTED = {"tflite": ("fp32", "fp16", "dynamic", "int8", "a16w8", "w4"), "onnx": ("fp32", "dynamic", "int8")}
 SIZE_REFERENCE = "baseline-tflite-fp32"  # sizes are compared with the gzipped float .tflite of the baseline
 
 
@@ -59,6 +59,14 @@ def plan(run: RunDir, settings: ExportSettings) -> list[Job]:
                           f"training images; choose 1 to {n_train}")  # fmt: skip
     formats = [f.value for f in settings.formats]
     precisions = [p.value for p in settings.precisions]
+    if (
+        settings.symmetric_activations
+        and "tflite" in formats
+        and "int8" in precisions
+        and settings.tflite_quantizer.value == "converter"
+    ):  # issue 16
+        raise ConfigError("--symmetric-activations: the TFLite converter has no symmetric int8 activations; add "
+                          "--tflite-quantizer aeq or export --formats onnx")  # fmt: skip
     if settings.tflm:  # asked for explicitly: fail before any work (edgepack.mcu)
         from edgepack.mcu.stage import require
 

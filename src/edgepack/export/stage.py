@@ -55,6 +55,7 @@ def export_stage(run: RunDir, settings: ExportSettings, progress: bool = True) -
     start = time.perf_counter()
     jobs = sorted(plan(run, settings), key=lambda j: not j.is_size_reference)  # reference first: sizes compare to it
     from edgepack.data import load_from_run
+    from edgepack.export.fallback import make_steer
 
     data = load_from_run(run.path, run.manifest["dataset"])
     rng = np.random.default_rng(0)
@@ -75,7 +76,8 @@ def export_stage(run: RunDir, settings: ExportSettings, progress: bool = True) -
             if src.name not in models:
                 models[src.name] = load_source(run, src)
                 references[src.name] = source_probs(models[src.name], data.x_test, spec)
-            made = make_file(job, models[src.name], run.path / job.path, calibration, settings, Path(tmp))
+            steer = make_steer(settings, data, references[src.name], spec)  # issue 16: --max-drop fallback
+            made = make_file(job, models[src.name], run.path / job.path, calibration, settings, Path(tmp), steer)
             return verify_file(run, job, references[src.name], data, settings, models[src.name], spec, made, size_ref)
 
         for job in jobs:

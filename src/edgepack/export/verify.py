@@ -24,7 +24,9 @@ def verify_file(run: RunDir, job: Job, reference: np.ndarray, data: Any, setting
 
     file = run.path / job.path
     probs, runtime = run_file(file, data.x_test, spec)
-    verdict = check(job.precision, probs, reference, data.y_test)
+    # --max-drop is the accuracy budget of a file the fallback made (issue 16)
+    verdict = check(job.precision, probs, reference, data.y_test,
+                    settings.max_drop if "accuracy_fallback" in (made or {}) else None)  # fmt: skip
     verdict["runtime"] = runtime
     verdict["source"] = job.source.name
     if not verdict["passed"] and settings.allow_parity_failure:
@@ -32,7 +34,7 @@ def verify_file(run: RunDir, job: Job, reference: np.ndarray, data: Any, setting
     info = describe(file)
     keras_zeros = describe(model)["sparsity"] if isinstance(model, Path) else _keras_kernel_sparsity(model)
     artifact_settings = {"opset": settings.opset} if job.format == "onnx" else {}
-    if job.precision == "int8" and not job.qat:
+    if job.precision in ("int8", "a16w8", "w4") and not job.qat:
         artifact_settings.update(calibration=settings.calibration.value,
                                  calibration_samples=settings.calibration_samples)  # fmt: skip
     if made is None:  # re-verified: keep how the export made the file

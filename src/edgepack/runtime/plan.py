@@ -31,7 +31,8 @@ from edgepack.spec import ModelSpec, to_probabilities
 
 U8 = np.dtype(np.uint8)
 F32 = np.dtype(np.float32)
-INTEGER = ("int8", "uint8")
+INTEGER = ("int8", "uint8", "int16")  # int16: AEQ a16w8 files (int16 activations and I/O)
+BYTE_INTEGER = ("int8", "uint8")
 
 Fill = Callable[[np.ndarray, np.ndarray], Any]
 
@@ -95,7 +96,7 @@ class InputPlan:
         self.tables = tables  # (C, 256): the reference input for every pixel value, per channel
         same = bool((tables == tables[:1]).all())
         self.how = "table"
-        if dtype in INTEGER:
+        if dtype in BYTE_INTEGER:
             codes = tables.view(np.uint8).astype(np.int16)
             shift = (codes - np.arange(256)) % 256
             if same and (shift == shift[0, 0]).all():  # the table is pixel + k (mod 256) in the dtype's bits
@@ -161,7 +162,9 @@ class OutputPlan:
         self.kind, self.dtype, self.columns, self.quantization = kind, dtype, columns, quantization
         self._table: np.ndarray | None = None
         self.how = "float" if kind == "probabilities" else "float_head"
-        if dtype in INTEGER and quantization is not None:
+        if dtype == "int16" and quantization is not None:  # 65536 codes: dequantized per call, then the head
+            self.how = "dequantize16"
+        elif dtype in BYTE_INTEGER and quantization is not None:
             # Indexed by the output code itself: for int8, table[-128..-1] are its last 128 entries, the codes
             # 128..255 of the uint8 view, so int8 and uint8 outputs index it directly.
             codes = np.arange(256, dtype=np.uint8).view(dtype)
@@ -191,6 +194,11 @@ class OutputPlan:
 
     def _head_table2(self, raw: np.ndarray, n: int) -> np.ndarray:
         return self._table[self._shaped(raw, n)[:, 0]]  # type: ignore[index]
+
+    def _head_dequantize16(self, raw: np.ndarray, n: int) -> np.ndarray:
+        raw = self._shaped(raw, n)
+        out = reference_head(raw, self.kind, self.quantization)
+        return out if self.kind == "raw" else _finite(out)
 
     def _head_dequantize(self, raw: np.ndarray, n: int) -> np.ndarray:
         return _finite(to_probabilities(self._table[self._shaped(raw, n)], self.kind))  # type: ignore[index]

@@ -413,10 +413,12 @@ def _specs(engine: Engine, bundle: dict[str, Any] | None, path: Path) -> tuple[M
     """The model description (the bundle's ``model`` block, else built from its older ``input``/``output``/
     ``labels`` fields or, for a bare file, from the engine) and the input/output specs, checked against the
     engine."""
-    if engine.input_dtype not in ("float32", "int8", "uint8"):
-        raise ModelLoadError(f"{path}: model input dtype {engine.input_dtype}: expected float32, int8 or uint8")
-    if engine.output_dtype not in ("float32", "int8", "uint8"):
-        raise ModelLoadError(f"{path}: model output dtype {engine.output_dtype}: expected float32, int8 or uint8")
+    if engine.input_dtype not in ("float32", "int8", "uint8", "int16"):
+        raise ModelLoadError(f"{path}: model input dtype {engine.input_dtype}: expected float32, int8, uint8 or int16")
+    if engine.output_dtype not in ("float32", "int8", "uint8", "int16"):
+        raise ModelLoadError(
+            f"{path}: model output dtype {engine.output_dtype}: expected float32, int8, uint8 or int16"
+        )
     b_in = (bundle or {}).get("input") or {}
     b_out = (bundle or {}).get("output") or {}
     if bundle is not None and "model" in bundle:
