@@ -121,8 +121,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
     if cluster is None or cluster.is_chief:
         RunDir.check_target(args.out, args.force)  # before loading data: fail fast, write nothing
-    from edgepack.pipeline import run_pipeline
     from edgepack.distributed import strategy_scope, worker_out
+    from edgepack.pipeline import run_pipeline
 
     recipe = Recipe(data=data_settings, train=train_settings)
     with worker_out(cluster, args.out) as out, strategy_scope(cluster):
@@ -315,8 +315,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     prune, cluster, qat = _compress_settings(args)
     workers = _cluster(args)
     RunDir.open(args.dir)  # a bad DIR fails before anything loads
-    from edgepack.pipeline import summarize
     from edgepack.distributed import strategy_scope, worker_out
+    from edgepack.pipeline import summarize
 
     with worker_out(workers, args.dir, copy_from=args.dir) as path, strategy_scope(workers):
         from edgepack.compress import compress_stage  # TensorFlow loads after the strategy is set up
@@ -504,18 +504,21 @@ def cmd_search(args: argparse.Namespace) -> int:
     recipe = _replace(recipe, {"data": data, "train": _train_settings(args, recipe.train)})
     if args.trials is not None and args.trials < 1:
         raise ConfigError(f"--trials: got {args.trials}; expected an integer >= 1")
+    from edgepack.search.tune import SearchJob, check_address, check_out, run_search
+
+    max_drop = args.max_drop if args.max_drop is not None else recipe.max_accuracy_drop
+    job = SearchJob(recipe=recipe, out=Path(args.out), max_drop=max_drop, objective=args.objective,
+                    trials=args.trials, timeout=args.timeout, address=args.address,
+                    keep_trials=args.keep_trials)  # fmt: skip
+    check_out(job)  # bad input fails before Ray starts
+    if job.address is not None:
+        check_address(job.address)
     try:
         import optuna  # noqa: F401
         import ray  # noqa: F401
     except ImportError as e:
         raise ConfigError(f"search: needs Ray Tune and Optuna ({e.name} is not installed); "
                           "pip install 'edgepack[search]'") from None  # fmt: skip
-    from edgepack.search.tune import SearchJob, run_search
-
-    max_drop = args.max_drop if args.max_drop is not None else recipe.max_accuracy_drop
-    job = SearchJob(recipe=recipe, out=Path(args.out), max_drop=max_drop, objective=args.objective,
-                    trials=args.trials, timeout=args.timeout, address=args.address,
-                    keep_trials=args.keep_trials)  # fmt: skip
     summary = run_search(job, progress=not (args.quiet or args.json))
     lines = [f"search: {summary['done']} trials measured, {summary['failed']} failed; "
              f"Pareto front: {', '.join(summary['pareto']) or '-'}"]  # fmt: skip

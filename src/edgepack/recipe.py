@@ -410,7 +410,7 @@ class SearchSettings:
                and self.cpus_per_trial > 0, f"search cpus_per_trial: got {self.cpus_per_trial!r}; expected > 0")  # fmt: skip
         # contradictions: a space in which some choice can never be made, or no trial differs from another
         _check(Runtime.KERAS not in self.runtimes,
-               "search runtimes: got keras; a search judges shipped files: choose from litert, onnxruntime")
+               "search runtimes: got keras; a search judges shipped files: choose from litert, onnxruntime")  # fmt: skip
         if Runtime.LITERT not in self.runtimes:
             _check(self.quantization != (Quantization.FP16,),
                    "search quantization: only fp16 was given, but fp16 exists only as .tflite and runtimes has no "
@@ -529,7 +529,7 @@ def to_toml(recipe: Recipe, header: str = "") -> str:
             return repr(v)
         if isinstance(v, str):
             return json.dumps(v)  # a TOML basic string for the names and paths recipes hold
-        if isinstance(v, list):
+        if isinstance(v, list | tuple):
             return "[" + ", ".join(value(x) for x in v) + "]"
         raise ConfigError(f"recipe: cannot write {v!r} to TOML")
 

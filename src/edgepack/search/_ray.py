@@ -11,7 +11,6 @@ from typing import Any
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
-
 CONSTRAINT = "accuracy_drop_over_budget"  # points; <= 0 is feasible for the sampler
 
 

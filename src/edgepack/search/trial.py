@@ -14,9 +14,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 import edgepack
 from edgepack.errors import EdgepackError
@@ -123,7 +124,9 @@ def measure(run_dir: str | Path, config: dict[str, Any], max_drop: float) -> dic
     rows = [r for r in results if r["artifact"] == art["name"] and r["runtime"] == config["runtime"]
             and r["threads"] == config["threads"] and r["batch"] == 1]  # fmt: skip
     if len(rows) != 1:
-        raise TrialFailed(f"trial run: expected one bench row for {art['name']} in {config['runtime']}, got {len(rows)}")
+        raise TrialFailed(
+            f"trial run: expected one bench row for {art['name']} in {config['runtime']}, got {len(rows)}"
+        )
     row = rows[0]
     baseline = next(a for a in manifest["artifacts"] if a["stage"] == "train")
     base_acc = float(baseline["metrics"]["accuracy"])

@@ -98,8 +98,10 @@ def check_address(address: str, timeout: float = 3.0) -> None:
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
     except OSError as e:
-        raise ConfigError(f"--address {address}: no Ray cluster reachable there ({e.strerror or e}); start one "
-                          "with `ray start --head` or leave --address out to run locally") from None
+        raise ConfigError(
+            f"--address {address}: no Ray cluster reachable there ({e.strerror or e}); start one "
+            "with `ray start --head` or leave --address out to run locally"
+        ) from None
 
 
 def _loopback(address: str) -> bool:
