@@ -532,6 +532,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                      f"gzip {b['gzip_bytes']:,} B" + (f" ({ratio:.1f}x smaller than the baseline fp32 .tflite)"
                      if ratio else "") + f"\n  file {b['file']}\n  recipe {b['recipe']}")  # fmt: skip
     lines.append(f"report: {summary['report']}")
+    if not summary["complete"]:
+        lines.append(f"stopped after {summary['trials']} of {job.trials} trials; the same command resumes the search")
     _emit(args, summary, "\n".join(lines))
     return 0 if any(b is not None for b in summary["best"].values()) else 1
 

@@ -26,7 +26,8 @@ def write_results(job: Any, trials: list[dict[str, Any]]) -> dict[str, Any]:
     best = {name: _best(out, done, name, key) for name, key in BEST.items()}
     summary = {
         "out": str(out), "objective": job.objective.value, "max_drop": job.max_drop, "trials": len(trials),
-        "done": len(done), "failed": len(trials) - len(done), "pareto": front, "best": best,
+        "done": len(done), "failed": len(trials) - len(done), "complete": len(trials) >= job.trials,
+        "pareto": front, "best": best,
         "report": str(out / "report.html"),
     }  # fmt: skip
     atomic_write_json(out / "trials.json", {"summary": summary, "trials": trials})

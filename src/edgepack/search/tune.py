@@ -216,7 +216,11 @@ def collect(grid: Any, trials_dir: Path) -> list[dict[str, Any]]:
                                   "dir": str(folder) if folder else None}  # fmt: skip
         if result.error is not None or "gzip_bytes" not in metrics:
             record["status"] = "failed"
-            record["error"] = _error_line(result.error) if result.error is not None else "no result reported"
+            record["error"] = (
+                _error_line(result.error)
+                if result.error is not None
+                else "stopped before it reported a result (Ctrl-C, --timeout, or its worker died)"
+            )
         else:
             record["status"] = "done"
             record["metrics"] = {k: metrics[k] for k in (
