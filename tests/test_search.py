@@ -386,57 +386,52 @@ def test_search_resumes_after_ctrl_c_and_its_best_recipe_reproduces_the_file(sma
     assert row["accuracy"] == best["accuracy"]
 
 
-class RayNode:
-    """`ray start --block` on 127.0.0.1 in its own process group; stop() ends exactly the processes it started."""
-
-    def __init__(self, args: list[str], temp_dir: str) -> None:
-        cmd = [str(Path(sys.executable).parent / "ray"), "start", "--block", "--node-ip-address=127.0.0.1",
-               "--num-cpus=1", "--disable-usage-stats", *args]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True, cwd=temp_dir)  # fmt: skip
-
-    def stop(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-                self.proc.wait(timeout=30)
-                return
-            except ProcessLookupError:
-                return
-            except subprocess.TimeoutExpired:
-                continue
+def _unshare_works() -> bool:
+    try:
+        return subprocess.run(["unshare", "--net", "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
-def _wait_port(port: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(1)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+NETNS_REASON = "needs `unshare --net` (root): Ray's GCS and TF's gRPC servers listen on every interface"
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not _unshare_works(), reason=NETNS_REASON)
 def test_search_on_a_two_node_cluster_gives_the_local_results(small_search, tmp_path):
     local = tmp_path / "local"
     run = subprocess.run(_search_cmd(small_search, local, 2), env=_env(), capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stderr[-2000:]
 
-    port = _free_port()
+    # Two nodes (`ray start --head`, then `ray start --address`) in a network namespace that has only loopback,
+    # with their own auth token (not the shared ~/.ray/auth_token); each `ray start --block` is ended by its pid,
+    # which stops the processes that node started.
+    import secrets
+
     temp_dir = tempfile.mkdtemp(prefix="epray", dir="/tmp")  # short: Ray's socket paths live under it
-    nodes = [RayNode(["--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false"], temp_dir)]
+    token = Path(temp_dir) / "token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    remote = tmp_path / "remote"
+    ray = Path(sys.executable).parent / "ray"
+    node = f"{ray} start --block --node-ip-address=127.0.0.1 --num-cpus=1 --disable-usage-stats"
+    search = " ".join(_search_cmd(small_search, remote, 2, "--address", "127.0.0.1:6390"))
+    script = f"""set -u
+ip link set lo up
+export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={token}
+{node} --head --port=6390 --include-dashboard=false --temp-dir={temp_dir} > {temp_dir}/head.log 2>&1 & head=$!
+for i in $(seq 60); do (exec 3<>/dev/tcp/127.0.0.1/6390) 2>/dev/null && break; sleep 1; done
+{node} --address=127.0.0.1:6390 > {temp_dir}/node.log 2>&1 & other=$!
+sleep 10
+{search} > {temp_dir}/out.json 2> {temp_dir}/err.txt; rc=$?
+kill $other; wait $other; kill $head; wait $head
+exit $rc
+"""  # fmt: skip
     try:
-        _wait_port(port)
-        nodes.append(RayNode([f"--address=127.0.0.1:{port}"], temp_dir))
-        time.sleep(10)  # the second node registers with the head
-        remote = tmp_path / "remote"
-        run = subprocess.run(_search_cmd(small_search, remote, 2, "--address", f"127.0.0.1:{port}"), env=_env(),
-                             capture_output=True, text=True, timeout=1200)  # fmt: skip
-        assert run.returncode == 0, run.stderr[-2000:]
+        run = subprocess.run(["unshare", "--net", "bash", "-c", script], env=_env(), capture_output=True, text=True,
+                             timeout=1500)  # fmt: skip
+        assert run.returncode == 0, (Path(temp_dir) / "err.txt").read_text()[-2000:]
     finally:
-        for node in reversed(nodes):
-            node.stop()
         shutil.rmtree(temp_dir, ignore_errors=True)
     assert len(_measured(local)) == 2
     assert _measured(remote) == _measured(local)  # same seeds: same recipes drawn, same accuracy and size
@@ -469,15 +464,8 @@ def test_a_killed_trial_worker_is_recorded_failed_and_the_search_finishes(small_
         os.kill(child, 0)
 
 
-def _unshare_works() -> bool:
-    try:
-        return subprocess.run(["unshare", "--net", "true"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _unshare_works(), reason="needs `unshare --net` (root) to keep TF's servers on loopback")
+@pytest.mark.skipif(not _unshare_works(), reason=NETNS_REASON)
 def test_two_tf_distribute_workers_reach_single_worker_accuracy_and_pruning_sparsity(tmp_path):
     from edgepack.data.loaders import _mnist_5k
 

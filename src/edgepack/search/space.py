@@ -33,7 +33,8 @@ def _pick(trial: Any, name: str, values: tuple) -> Any:
 
 def _between(trial: Any, name: str, bounds: tuple[float, float]) -> float:
     lo, hi = bounds
-    return trial.suggest_float(name, lo, hi, step=STEP) if hi - lo >= STEP else lo
+    # rounded: Optuna's stepped floats carry binary noise (0.9500000000000001) into recipes
+    return round(trial.suggest_float(name, lo, hi, step=STEP), 4) if hi - lo >= STEP else lo
 
 
 def suggest(trial: Any, space: SearchSettings) -> dict[str, Any]:
