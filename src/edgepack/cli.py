@@ -93,6 +93,19 @@ def _replace(settings: Any, changes: dict[str, Any]) -> Any:
     return dataclasses.replace(settings, **changes) if changes else settings
 
 
+def _worker_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("multi-worker (tf.distribute.MultiWorkerMirroredStrategy)")
+    g.add_argument("--workers", metavar="HOST:PORT,...", help="every worker's address, the same list on each "
+                   "(default: TF_CONFIG from the environment, else one process)")  # fmt: skip
+    g.add_argument("--worker-index", type=int, metavar="I", help="this worker's place in --workers; 0 writes DIR")
+
+
+def _cluster(args: argparse.Namespace) -> Any:
+    from edgepack.distributed import parse_cluster
+
+    return parse_cluster(args.workers, args.worker_index)
+
+
 def _emit(args: argparse.Namespace, result: dict[str, Any], text: str) -> None:
     if args.json:
         print(json.dumps(result, indent=2, default=str))
@@ -108,11 +121,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     data_settings = _data_settings(args)
     train_settings = _train_settings(args)
-    RunDir.check_target(args.out, args.force)  # before loading data: fail fast, write nothing
+    cluster = _cluster(args)
+    if cluster is None or cluster.is_chief:
+        RunDir.check_target(args.out, args.force)  # before loading data: fail fast, write nothing
+    from edgepack.distributed import strategy_scope, worker_out
     from edgepack.pipeline import run_pipeline
 
     recipe = Recipe(data=data_settings, train=train_settings)
-    run, summary = run_pipeline(recipe, args.out, force=args.force, progress=not args.quiet, stages=("train",))
+    with worker_out(cluster, args.out) as out, strategy_scope(cluster):
+        run, summary = run_pipeline(recipe, out, force=args.force, progress=not args.quiet, stages=("train",))
     _emit(args, summary, _summary_text(summary))
     return 0
 
@@ -403,11 +420,15 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from edgepack.manifest import RunDir
 
     prune, cluster, qat = _compress_settings(args)
-    run = RunDir.open(args.dir)
-    from edgepack.compress import compress_stage
+    workers = _cluster(args)
+    RunDir.open(args.dir)  # a bad DIR fails before anything loads
+    from edgepack.distributed import strategy_scope, worker_out
     from edgepack.pipeline import summarize
 
-    compress_stage(run, prune=prune, cluster=cluster, qat=qat, progress=not args.quiet)
+    with worker_out(workers, args.dir, copy_from=args.dir) as path, strategy_scope(workers):
+        from edgepack.compress import compress_stage  # TensorFlow loads after the strategy is set up
+
+        compress_stage(RunDir.open(path), prune=prune, cluster=cluster, qat=qat, progress=not args.quiet)
     summary = summarize(RunDir.open(args.dir))
     lines = [f"run directory: {summary['run_dir']}"]
     for a in RunDir.open(args.dir).artifacts:
@@ -466,6 +487,7 @@ def _add_train(sub: Any, name: str) -> None:
     _train_options(p)
     p.add_argument("--out", required=True, metavar="DIR", help="the new run directory")
     p.add_argument("--force", action="store_true", help="replace DIR if it is an existing edgepack run")
+    _worker_options(p)
     _common(p)
 
 
@@ -650,6 +672,72 @@ def _add_compress(sub: Any, name: str) -> None:
     )
     p.add_argument("--layers", metavar="A,B", help="layers to prune/cluster (default: every Conv2D and Dense)")
     p.add_argument("--epochs", type=int, help="fine-tuning epochs of each step (default: prune 2, cluster 1, qat 1)")
+    _worker_options(p)
+    _common(p)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    recipe = Recipe.from_toml(args.recipe) if args.recipe else Recipe.default()
+    data = _data_settings(args, recipe.data)
+    if Path(data.spec).exists():  # trials run in other processes (other nodes): give them the absolute path
+        data = dataclasses.replace(data, spec=str(Path(data.spec).resolve()))
+    recipe = _replace(recipe, {"data": data, "train": _train_settings(args, recipe.train)})
+    if args.trials is not None and args.trials < 1:
+        raise ConfigError(f"--trials: got {args.trials}; expected an integer >= 1")
+    from edgepack.search.tune import SearchJob, check_address, check_out, run_search
+
+    max_drop = args.max_drop if args.max_drop is not None else recipe.max_accuracy_drop
+    job = SearchJob(recipe=recipe, out=Path(args.out), max_drop=max_drop, objective=args.objective,
+                    trials=args.trials, timeout=args.timeout, address=args.address,
+                    keep_trials=args.keep_trials)  # fmt: skip
+    check_out(job)  # bad input fails before Ray starts
+    if job.address is not None:
+        check_address(job.address)
+    try:
+        import optuna  # noqa: F401
+        import ray  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(f"search: needs Ray Tune and Optuna ({e.name} is not installed); "
+                          "pip install 'edgepack[search]'") from None  # fmt: skip
+    summary = run_search(job, progress=not (args.quiet or args.json))
+    lines = [f"search: {summary['done']} trials measured, {summary['failed']} failed; "
+             f"Pareto front: {', '.join(summary['pareto']) or '-'}"]  # fmt: skip
+    for name, b in summary["best"].items():
+        if b is None:
+            lines.append(f"best {name}: no trial within {max_drop:g} point of the baseline")
+            continue
+        ratio = b.get("gzip_ratio_vs_baseline_tflite")
+        lines.append(f"best {name}: {b['artifact']} in {b['runtime']} (trial {b['trial_id']}): accuracy "
+                     f"{b['accuracy']:.4f} ({b['drop_points']:+.2f} points), p50 {b['latency_us_p50']:.1f} us, "
+                     f"gzip {b['gzip_bytes']:,} B" + (f" ({ratio:.1f}x smaller than the baseline fp32 .tflite)"
+                     if ratio else "") + f"\n  file {b['file']}\n  recipe {b['recipe']}")  # fmt: skip
+    lines.append(f"report: {summary['report']}")
+    if not summary["complete"]:
+        lines.append(f"stopped after {summary['trials']} of {job.trials} trials; the same command resumes the search")
+    _emit(args, summary, "\n".join(lines))
+    return 0 if any(b is not None for b in summary["best"].values()) else 1
+
+
+def _add_search(sub: Any, name: str) -> None:
+    p = sub.add_parser(name, help="search recipes for the smallest/fastest file within an accuracy budget (Ray Tune)",
+                       description="Sample recipes from the [search] table of RECIPE.toml (default: a built-in "
+                       "space) with Optuna on Ray Tune; each trial is a full pipeline run. Writes DIR/report.html "
+                       "(Pareto front), DIR/best/{size,latency}.* and the recipes that made them. Rerun the same "
+                       "command to resume after an interruption. Exit 1 when no trial is within the budget.")  # fmt: skip
+    p.add_argument("recipe", nargs="?", metavar="RECIPE.toml", help="base recipe with a [search] table")
+    _data_options(p, data_default=None)
+    _train_options(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="the search directory (resumed if it holds this search)")
+    p.add_argument("--max-drop", type=float, metavar="POINTS", help="accuracy budget in points below the baseline "
+                   "(default: the recipe's max_accuracy_drop)")  # fmt: skip
+    p.add_argument("--objective", required=True, help="latency, size or both")
+    p.add_argument("--trials", type=int, required=True, metavar="N", help="number of trials")
+    p.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
+    p.add_argument("--address", metavar="RAY_ADDRESS", help="join this Ray cluster (HOST:PORT) instead of a local Ray")
+    p.add_argument("--keep-trials", action="store_true", help="keep every trial's whole run directory (default: "
+                   "only its manifest, bench rows and chosen file)")  # fmt: skip
     _common(p)
 
 
@@ -664,6 +752,7 @@ COMMANDS: dict[str, tuple[Callable[[Any, str], None], Callable[[argparse.Namespa
     "predict": (_add_predict, cmd_predict),
     "info": (_add_info, cmd_info),
     "mcu": (_add_mcu, cmd_mcu),
+    "search": (_add_search, cmd_search),
 }
 
 

@@ -449,6 +449,119 @@ class BenchSettings:
         _check(isinstance(self.keras_light, bool), f"keras_light: got {self.keras_light!r}; expected true or false")
 
 
+class Quantization(Choice):
+    """How a search trial's shipped file is quantized."""
+
+    QAT = "qat"  # int8 from quantization-aware training (PQAT/CQAT/PCQAT after pruning/clustering)
+    INT8 = "int8"  # post-training int8, calibrated
+    DYNAMIC = "dynamic"  # int8 weights, float activations
+    FP16 = "fp16"  # TFLite only
+    FP32 = "fp32"
+
+
+class Objective(Choice):
+    LATENCY = "latency"  # p50 latency of the file at batch 1 in its runtime
+    SIZE = "size"  # gzip bytes of the file
+    BOTH = "both"  # latency and size (NSGA-II)
+
+
+def _range(value: Any, what: str, low: float, high: float) -> tuple[float, float]:
+    """[lo, hi] within [low, high); a single number is a fixed value."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = [value, value]
+    _check(isinstance(value, list | tuple) and len(value) == 2,
+           f"{what}: got {value!r}; expected [low, high] or one number")  # fmt: skip
+    for v in value:
+        _fraction(v, what, low, high)
+    _check(value[0] <= value[1], f"{what}: got [{value[0]}, {value[1]}]; low must be <= high")
+    return float(value[0]), float(value[1])
+
+
+def _choices(values: Any, what: str, check: Any) -> tuple:
+    if not isinstance(values, list | tuple):
+        values = [values]
+    _check(len(values) > 0, f"{what}: got an empty list; give at least one value")
+    return tuple(dict.fromkeys(check(v) for v in values))
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The space `edgepack search` samples: one value per dimension per trial (a `[search]` table).
+
+    Ranges are [low, high] (a single number fixes the value); everything else is a list of choices.
+    The rest of the recipe (data, training, bench windows) is shared by every trial.
+    """
+
+    sparsity: tuple[float, float] = (0.5, 0.95)  # overall pruning target; [0, 0] = no pruning
+    layer_sparsity: dict[str, tuple[float, float]] | None = None  # per-layer ranges, e.g. dense = [0.9, 0.98]
+    m_by_n: tuple[bool, ...] = (False,)  # true: 2:4 structured sparsity instead of a target
+    clusters: tuple[int, ...] = (0, 16)  # 0: no clustering
+    quantization: tuple[Quantization, ...] = (Quantization.QAT, Quantization.INT8, Quantization.DYNAMIC)
+    calibration: tuple[Calibration, ...] = (Calibration.MINMAX,)
+    calibration_samples: tuple[int, ...] = (200,)
+    int8_layers: tuple[Int8Layers, ...] = (Int8Layers.AUTO, Int8Layers.ALL)  # auto = the latency plan on
+    runtimes: tuple[Runtime, ...] = (Runtime.LITERT, Runtime.ONNXRUNTIME)
+    threads: tuple[int, ...] = (1,)
+    prune_epochs: tuple[int, ...] = (2, 4)
+    cluster_epochs: tuple[int, ...] = (1,)
+    qat_epochs: tuple[int, ...] = (1,)
+    seed: int = 0  # the sampler's seed: same seed, same trials
+    cpus_per_trial: float = 1.0  # Ray resources per trial: concurrency is the CPUs Ray sees / this
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sparsity", _range(self.sparsity, "search sparsity", 0.0, 1.0))
+        if self.layer_sparsity is not None:
+            _check(isinstance(self.layer_sparsity, dict) and len(self.layer_sparsity) > 0,
+                   f"search layer_sparsity: got {self.layer_sparsity!r}; expected a table of layer = [low, high]")  # fmt: skip
+            object.__setattr__(self, "layer_sparsity", {str(k): _range(v, f"search layer_sparsity {k}", 0.0, 1.0)
+                                                        for k, v in self.layer_sparsity.items()})  # fmt: skip
+
+        def boolean(v: Any) -> bool:
+            _check(isinstance(v, bool), f"search m_by_n: got {v!r}; expected true or false")
+            return v
+
+        def clusters(v: Any) -> int:
+            _check(isinstance(v, int) and not isinstance(v, bool) and (v == 0 or 2 <= v <= 256),
+                   f"search clusters: got {v!r}; expected 0 (no clustering) or an integer in 2..256")  # fmt: skip
+            return v
+
+        def positive(what: str) -> Any:
+            return lambda v: (_positive_int(v, what), v)[1]
+
+        object.__setattr__(self, "m_by_n", _choices(self.m_by_n, "search m_by_n", boolean))
+        object.__setattr__(self, "clusters", _choices(self.clusters, "search clusters", clusters))
+        for name, cls in (("quantization", Quantization), ("calibration", Calibration),
+                          ("int8_layers", Int8Layers), ("runtimes", Runtime)):  # fmt: skip
+            object.__setattr__(self, name, _enum_tuple(getattr(self, name), cls, f"search {name}"))
+        for name in ("calibration_samples", "threads", "prune_epochs", "cluster_epochs", "qat_epochs"):
+            object.__setattr__(self, name, _choices(getattr(self, name), f"search {name}", positive(f"search {name}")))
+        _positive_int(self.seed, "search seed", minimum=0)
+        _check(isinstance(self.cpus_per_trial, int | float) and not isinstance(self.cpus_per_trial, bool)
+               and self.cpus_per_trial > 0, f"search cpus_per_trial: got {self.cpus_per_trial!r}; expected > 0")  # fmt: skip
+        # contradictions: a space in which some choice can never be made, or no trial differs from another
+        _check(Runtime.KERAS not in self.runtimes,
+               "search runtimes: got keras; a search judges shipped files: choose from litert, onnxruntime")  # fmt: skip
+        if Runtime.LITERT not in self.runtimes:
+            _check(self.quantization != (Quantization.FP16,),
+                   "search quantization: only fp16 was given, but fp16 exists only as .tflite and runtimes has no "
+                   "litert; add litert to runtimes or another quantization")  # fmt: skip
+        if True in self.m_by_n:
+            _check(self.layer_sparsity is None, "search m_by_n: true does not combine with layer_sparsity (the "
+                   "2:4 pattern fixes the sparsity); give one or the other")  # fmt: skip
+        if self.dimensions() == 0:
+            raise ConfigError("search: the space is empty: every dimension has one value, so every trial would be "
+                              "the same; give a range (sparsity = [0.5, 0.95]) or several choices")  # fmt: skip
+
+    def dimensions(self) -> int:
+        """How many dimensions of the space can vary."""
+        ranges = [self.sparsity, *(self.layer_sparsity or {}).values()]
+        n = sum(1 for lo, hi in ranges if hi > lo)
+        lists = (self.m_by_n, self.clusters, self.quantization, self.calibration, self.calibration_samples,
+                 self.int8_layers, self.runtimes, self.threads, self.prune_epochs, self.cluster_epochs,
+                 self.qat_epochs)  # fmt: skip
+        return n + sum(1 for v in lists if len(v) > 1)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A whole pipeline. Compression sections that are None do not run."""
@@ -462,6 +575,7 @@ class Recipe:
     bench: BenchSettings = field(default_factory=BenchSettings)
     max_accuracy_drop: float = 1.0  # points: the budget for the report's recommended file
     recommend_by: str = "latency"  # within the budget, the fastest file (latency) or the smallest (size)
+    search: SearchSettings | None = None  # the space `edgepack search` samples; `edgepack run` ignores it
 
     def __post_init__(self) -> None:
         _check(isinstance(self.max_accuracy_drop, int | float) and not isinstance(self.max_accuracy_drop, bool)
@@ -581,3 +695,33 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, tuple | list):
         return [to_plain(v) for v in obj]
     return obj
+
+
+def to_toml(recipe: Recipe, header: str = "") -> str:
+    """The recipe as TOML that ``Recipe.from_toml`` reads back to an equal Recipe (None values are left out:
+    they are the defaults). ``header`` lines are written first as comments."""
+    import json
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)  # a TOML basic string for the names and paths recipes hold
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise ConfigError(f"recipe: cannot write {v!r} to TOML")
+
+    def table(name: str, d: dict[str, Any], out: list[str]) -> None:
+        scalars = {k: v for k, v in d.items() if v is not None and not isinstance(v, dict)}
+        tables = {k: v for k, v in d.items() if isinstance(v, dict)}
+        if name:
+            out.append(f"\n[{name}]")
+        out.extend(f"{k} = {value(v)}" for k, v in scalars.items())
+        for k, v in tables.items():
+            table(f"{name}.{k}" if name else k, v, out)
+
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    table("", to_plain(recipe), lines)
+    return "\n".join(lines).lstrip("\n") + "\n"

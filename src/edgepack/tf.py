@@ -41,6 +41,13 @@ with quiet_native_stderr():
     import tensorflow as tf
     import tf_keras as keras
 
+    multi_worker = None  # the MultiWorkerMirroredStrategy of edgepack.distributed, when it asked for one
+    if os.environ.get("EDGEPACK_MULTI_WORKER") == "1":  # collectives can be set up only before TF's first op
+        multi_worker = tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(
+                implementation=tf.distribute.experimental.CommunicationImplementation.RING  # the CPU all-reduce
+            )
+        )
     tf.constant(0)  # initialise the CPU device now, while its banner is still held back
 
 tf.get_logger().setLevel("ERROR")
