@@ -239,7 +239,8 @@ def tflite_aeq(model: Any, precision: str, calibration: np.ndarray, settings: An
     from edgepack.export.aeq import AeqOptions, make_tflite_aeq, matching_layers
     from edgepack.export.tflite import convert_tflite, quantizable_ops
 
-    float_tflite = convert_tflite(model, "fp32")
+    # a Keras model is converted; an imported float .tflite (its bytes) is quantized as it is
+    float_tflite = bytes(model) if isinstance(model, bytes | bytearray) else convert_tflite(model, "fp32")
     options = AeqOptions(algorithm=settings.aeq_algorithm.value, symmetric_activations=settings.symmetric_activations)
     made: dict[str, Any] = {"tflite_quantizer": "aeq", "aeq_algorithm": options.algorithm,
                             "symmetric_activations": options.symmetric_activations or precision == "a16w8"}  # fmt: skip

@@ -30,6 +30,15 @@ def make_file(job: Job, model: Any, path: Path, calibration: np.ndarray, setting
         from edgepack.export import fallback
         from edgepack.export.tflite import convert_tflite
 
+        if job.source.format == "tflite":  # an imported float .tflite: copied (fp32) or quantized by AEQ
+            source = Path(model).read_bytes()
+            if job.precision == "fp32":
+                atomic_write_bytes(path, source)
+                return {"from_tflite": True}
+            content, made = fallback.tflite_aeq(source, job.precision, calibration, settings, steer, tmp / job.name)
+            atomic_write_bytes(path, content)
+            return {"from_tflite": True, **made}
+
         if job.precision in ("a16w8", "w4") or (
             job.precision == "int8" and not job.qat and settings.tflite_quantizer.value == "aeq"
         ):  # issue 16: the AI Edge Quantizer

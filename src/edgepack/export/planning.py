@@ -73,6 +73,8 @@ def plan(run: RunDir, settings: ExportSettings) -> list[Job]:
         require(settings)
     if baseline.format == "onnx":  # an imported ONNX model: ONNX files only (no ONNX -> TFLite converter here)
         return _onnx_source_jobs(baseline, formats, precisions)
+    if baseline.format == "tflite":  # an imported float .tflite: its quantized files come from AEQ
+        return _tflite_source_jobs(baseline, formats, precisions)
     jobs = [Job(float_source, f, p) for f in formats for p in precisions if p in SUPPORTED[f]]
     skipped = [f"{f} {p}" for f in formats for p in precisions if p not in SUPPORTED[f]]
     if skipped:
@@ -105,3 +107,24 @@ def tflm_on(settings: ExportSettings) -> bool:
     from edgepack.mcu import tflm_available
 
     return tflm_available() if settings.tflm is None else settings.tflm
+
+
+def _tflite_source_jobs(baseline: Artifact, formats: list[str], precisions: list[str]) -> list[Job]:
+    """From an imported float .tflite: itself (fp32), and the AI Edge Quantizer's int8 and int16-activation
+    (a16w8) files, plus 4-bit weights (w4) when asked for."""
+    if "tflite" not in formats:
+        raise ConfigError(f"--formats {','.join(formats)}: the run's model is an imported .tflite, which exports to "
+                          "tflite only (no TFLite -> ONNX converter in the stack); give --formats tflite")  # fmt: skip
+    if "onnx" in formats:
+        log.info("not exported: onnx from an imported .tflite (no TFLite -> ONNX converter in the stack)")
+    wanted = [p for p in precisions if p in ("fp32", "int8", "a16w8", "w4")]
+    if "int8" in wanted and "a16w8" not in wanted:
+        wanted.append("a16w8")  # the int16-activation file beside int8: the accuracy it buys, at int8 weight size
+    skipped = [p for p in precisions if p not in wanted]
+    if skipped:
+        log.info("not exported from an imported .tflite: %s (AEQ makes int8, a16w8, w4)", ", ".join(skipped))
+    jobs = [Job(baseline, "tflite", p) for p in wanted]
+    if not jobs:
+        raise ConfigError(f"--precisions {','.join(precisions)}: nothing to export from a .tflite model; choose from "
+                          "fp32, int8, a16w8, w4")  # fmt: skip
+    return jobs

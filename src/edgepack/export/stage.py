@@ -40,8 +40,8 @@ def load_keras(path: str | Path) -> Any:
 
 
 def load_source(run: RunDir, artifact: Artifact) -> Any:
-    """What an export is made from: a Keras model, or the path of an imported ONNX model."""
-    if artifact.format == "onnx":
+    """What an export is made from: a Keras model, or the path of an imported ONNX or float .tflite model."""
+    if artifact.format in ("onnx", "tflite"):  # an imported file: the reference runs in its own runtime
         return run.file(artifact)
     return load_keras(run.file(artifact))
 
@@ -67,8 +67,8 @@ def export_stage(run: RunDir, settings: ExportSettings, progress: bool = True) -
     models: dict[str, Any] = {}
     references: dict[str, np.ndarray] = {}
     artifacts: list[Artifact] = []
-    onnx_source = run.baseline().format == "onnx"  # an imported ONNX model: no .tflite size reference
-    size_ref = None if jobs[0].is_size_reference or onnx_source else size_reference_in_memory(run)
+    imported = run.baseline().format != "keras"  # an imported ONNX/TFLite model: no Keras-made size reference
+    size_ref = None if jobs[0].is_size_reference or imported else size_reference_in_memory(run)
     with tempfile.TemporaryDirectory(prefix="edgepack-export-") as tmp, _progress(progress, len(jobs)) as advance:
 
         def make_and_verify(job: Job) -> Artifact:
