@@ -195,8 +195,7 @@ def test_clamp_removed_relus_restores_a_relu6_clip_bit_exactly():
                         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
                        [helper.make_tensor_value_info("x", f32, [1, 64])],
                        [helper.make_tensor_value_info("y", f32, [1, 64])], {"s": s, "z": z})  # fmt: skip
-    quantized.graph.node[0].output[0] = "r"  # the quantizer read the Clip's output tensor, the Clip is gone
-    quantized.graph.node[1].input[0] = "r"
+    quantized.graph.node[0].input[0] = "r"  # the quantizer reads the Clip's output tensor, the Clip is gone
     quantized.graph.node.insert(0, helper.make_node("Identity", ["x"], ["r"]))
 
     clamped, n = clamp_removed_relus(quantized, activation_clamps(float_graph))
