@@ -280,3 +280,68 @@ def test_grouped_keras_conv_counts_its_groups_in_keras_and_tflite(tmp_path):
 
     assert keras_macs(zoo["grouped_dw"]) == zoo["hand"]["grouped_dw"] == 800 * 9 * 2 + 1600 * 9 + 1600 + 6400 + 448
     assert count_macs(tflite) == zoo["hand"]["grouped_dw"]
+
+
+# multiply-adds of the zoo models at 32x32x3, 10 classes, batch 1, counted by hand from their published shapes
+# ("same" padding everywhere; average pooling counts one accumulate per window element)
+ZOO_HAND_MACS = {
+    "resnet8": (
+        32 * 32 * 16 * 27  # conv1 3x3x3 -> 16
+        + 2 * 32 * 32 * 16 * 144  # stack 1: two 3x3x16 convs
+        + 16 * 16 * 32 * 144
+        + 16 * 16 * 32 * 288
+        + 16 * 16 * 32 * 16  # stack 2 (stride 2) + 1x1 shortcut
+        + 8 * 8 * 64 * 288
+        + 8 * 8 * 64 * 576
+        + 8 * 8 * 64 * 32  # stack 3 (stride 2) + 1x1 shortcut
+        + 64 * 64  # average pooling 8x8 over 64 channels
+        + 64 * 10  # dense
+    ),
+    "mobilenet-v1": (  # width 0.25; at 32x32 the first conv keeps stride 1 so the last map is 2x2
+        32 * 32 * 8 * 27
+        + 32 * 32 * 8 * 9
+        + 32 * 32 * 16 * 8  # block 1
+        + 16 * 16 * 16 * 9
+        + 16 * 16 * 32 * 16  # block 2 (stride 2)
+        + 16 * 16 * 32 * 9
+        + 16 * 16 * 32 * 32  # block 3
+        + 8 * 8 * 32 * 9
+        + 8 * 8 * 64 * 32  # block 4 (stride 2)
+        + 8 * 8 * 64 * 9
+        + 8 * 8 * 64 * 64  # block 5
+        + 4 * 4 * 64 * 9
+        + 4 * 4 * 128 * 64  # block 6 (stride 2)
+        + 5 * (4 * 4 * 128 * 9 + 4 * 4 * 128 * 128)  # blocks 7-11
+        + 2 * 2 * 128 * 9
+        + 2 * 2 * 256 * 128  # block 12 (stride 2)
+        + 2 * 2 * 256 * 9
+        + 2 * 2 * 256 * 256  # block 13
+        + 256 * 4  # average pooling 2x2 over 256
+        + 256 * 10
+    ),
+    "ds-cnn": (
+        16 * 16 * 64 * 10 * 4 * 3  # conv1 10x4, stride 2
+        + 4 * (16 * 16 * 64 * 9 + 16 * 16 * 64 * 64)  # four depthwise-separable blocks
+        + 64 * 16 * 16  # average pooling 16x16 over 64
+        + 64 * 10
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ZOO_HAND_MACS))
+def test_zoo_model_macs_agree_across_keras_tflite_onnx_and_the_hand_count(name, tmp_path):
+    from edgepack.export.onnx import convert_onnx
+    from edgepack.export.tflite import convert_tflite
+    from edgepack.inspect import count_macs, keras_macs
+    from edgepack.train.zoo import build_model
+
+    model = build_model(name, (32, 32, 3), 10)
+    tflite = tmp_path / "m.tflite"
+    tflite.write_bytes(convert_tflite(model, "fp32"))
+    onnx_path = convert_onnx(model, tmp_path / "m.onnx", 17)
+
+    keras_count = keras_macs(model)
+
+    assert keras_count == ZOO_HAND_MACS[name]
+    assert count_macs(tflite) == pytest.approx(keras_count, rel=0.01)
+    assert count_macs(onnx_path) == pytest.approx(keras_count, rel=0.01)
