@@ -37,7 +37,7 @@ def test_default_recipe_is_baseline_prune_then_qat():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[train]\nepocs = 3\n", "unknown key 'epocs'; known keys: epochs, batch_size"),
+        ("[train]\nepocs = 3\n", "unknown key 'epocs'; known keys: model, width, epochs, batch_size"),
         ("[trian]\n", "unknown key 'trian'; known keys: data, train, prune"),
         ("[prune]\nsparsity = 1.5\n", "--prune: got 1.5; expected a number in [0.0, 1.0)"),
         ("[train\n", "not valid TOML"),
