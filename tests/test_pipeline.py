@@ -44,7 +44,7 @@ def test_run_with_a_recipe_makes_every_stage_and_a_report(tmp_path, small_npz, c
     assert {r["artifact"] for r in results["results"]} == {a["name"] for a in exports}
     assert (out / "report.md").is_file()
     assert (out / "report.html").is_file()
-    assert len(list((out / "plots").glob("*.png"))) == 3
+    assert len(list((out / "plots").glob("*.png"))) == 4  # + the per-layer sensitivity plot (issue 16)
     assert summary["recommended"]["artifact"] in {a["name"] for a in exports}
     assert [h["stage"] for h in manifest["history"]][-1] == "bench"
 
