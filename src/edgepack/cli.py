@@ -373,7 +373,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     ops = ", ".join(f"{k} {v}" for k, v in info["ops"].items())
     q_in, q_out = info["input"].get("quantization"), info["output"].get("quantization")
     text = "\n".join([
-        f"{info['path']}  ({info['format']}, {info['precision']})",
+        f"{info['path']}  ({info['format']}, {info['precision']}"
+        + (f", mixed: {len(info['float_layers'])} float layer(s): {', '.join(info['float_layers'])})"
+           if info.get("mixed") else ")"),
         f"  size        {info['size_bytes']:,} bytes  (gzip {info['gzip_bytes']:,})",
         f"  params      {info['params']:,}",
         f"  MACs        {info['macs']:,} per image" if info["macs"] is not None
