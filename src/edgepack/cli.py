@@ -371,7 +371,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     info = describe(args.model)
     ops = ", ".join(f"{k} {v}" for k, v in info["ops"].items())
-    q_in, q_out = info["input"].get("quantization"), info["output"].get("quantization")
+
+    def io(kind: str, t: dict[str, Any]) -> str:
+        q = t.get("quantization")
+        return f"  {kind:<11} {t['name']} {t['shape']} {t['dtype']}" + (f" {q}" if q else "")
+
     text = "\n".join([
         f"{info['path']}  ({info['format']}, {info['precision']}"
         + (f", mixed: {len(info['float_layers'])} float layer(s): {', '.join(info['float_layers'])})"
@@ -381,8 +385,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"  MACs        {info['macs']:,} per image" if info["macs"] is not None
         else "  MACs        unknown: dynamic input dimensions",
         f"  sparsity    {info['sparsity']:.4f}  ({info['kernel_zeros']:,} of {info['kernel_params']:,} kernel weights are zero)",
-        f"  input       {info['input']['name']} {info['input']['shape']} {info['input']['dtype']}" + (f" {q_in}" if q_in else ""),
-        f"  output      {info['output']['name']} {info['output']['shape']} {info['output']['dtype']}" + (f" {q_out}" if q_out else ""),
+        *[io("input", t) for t in info.get("inputs") or [info["input"]]],
+        *[io("output", t) for t in info.get("outputs") or [info["output"]]],
         f"  ops         {ops}",
     ])  # fmt: skip
     _emit(args, info, text)

@@ -33,6 +33,8 @@ class _Graph:
     uncounted: list[str] = field(default_factory=list)  # the ops whose MACs could not be counted, and why
     input: dict[str, Any] = field(default_factory=dict)
     output: dict[str, Any] = field(default_factory=dict)
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # every graph input / output (input, output: [0])
+    outputs: list[dict[str, Any]] = field(default_factory=list)
     precision: str = "fp32"
     float_layers: list[str] = field(default_factory=list)  # weight-carrying layers computing in float
 
@@ -64,6 +66,8 @@ def describe(path: str | Path, input_shape: Sequence[int] | None = None) -> dict
         "sparsity": kernel_zeros / kernel_total if kernel_total else 0.0,
         "input": graph.input,
         "output": graph.output,
+        "inputs": graph.inputs,
+        "outputs": graph.outputs,
         "ops": dict(Counter(graph.ops).most_common()),
     }
     if graph.uncounted:
@@ -340,8 +344,9 @@ def _read_onnx(path: Path, input_shape: Sequence[int] | None = None) -> _Graph:
         _add_macs(g, f"{n.op_type} {n.name or n.output[0]}", _onnx_node_macs(n, shapes))
 
     g.precision = _onnx_precision(graph, inits)
-    g.input = _onnx_io(next(vi for vi in graph.input if vi.name not in inits))
-    g.output = _onnx_io(graph.output[0])
+    g.inputs = [_onnx_io(vi) for vi in graph.input if vi.name not in inits]
+    g.outputs = [_onnx_io(vi) for vi in graph.output]
+    g.input, g.output = g.inputs[0], g.outputs[0]
     return g
 
 
@@ -485,7 +490,9 @@ def _read_tflite(path: Path, input_shape: Sequence[int] | None = None) -> _Graph
         g.precision = "dynamic"
     elif any(t["dtype"] == np.float16 for t in tensors.values()):
         g.precision = "fp16"
-    g.input, g.output = _tflite_io(in_d), _tflite_io(out_d)
+    g.inputs = [_tflite_io(d) for d in interp.get_input_details()]
+    g.outputs = [_tflite_io(d) for d in interp.get_output_details()]
+    g.input, g.output = g.inputs[0], g.outputs[0]
     return g
 
 

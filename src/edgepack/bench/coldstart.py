@@ -24,7 +24,7 @@ import numpy as np
 from edgepack.runtime import load
 p = load(sys.argv[1], backend=sys.argv[2], threads=int(sys.argv[3]))
 x = np.load(sys.argv[4])
-p.predict(x)
+p.predict(x) if p.model.is_classifier else p.run(x)
 t1 = time.perf_counter_ns()
 """
 

@@ -269,23 +269,29 @@ def _bench_lean(t: Target, runtime: str, settings: BenchSettings, x: np.ndarray 
 
     base = _base_row(t, runtime)
     accuracy = None
+    accuracy_note = None  # why there is no accuracy figure (a non-classifier has none to give)
     rows = []
     for threads in settings.threads:
         pred = load(t.path, backend=runtime, threads=threads)
         try:
             if x is None:  # no eval set: time on mid-grey images of the model's own shape
                 x = np.full((1, *pred.input_spec.shape), 128, np.uint8)
-            if accuracy is None and y is not None:
+            classifier = pred.model.is_classifier
+            if not classifier:
+                accuracy_note = f"n/a: not a classifier ({len(pred.outputs)} outputs)"
+            elif accuracy is None and y is not None:
                 accuracy = _accuracy(pred, x, y)
+            call = pred.predict if classifier else pred.run  # a non-classifier: every output, by name
             for batch in settings.batch:
                 pixels = _batch_of(x, batch)
                 inp = pred.prepare(pixels)
                 # Interleaved windows: the user's call and the engine call alone see the same machine load.
-                timings = time_calls({"predict": lambda p=pixels, pred=pred: pred.predict(p),
+                timings = time_calls({"predict": lambda p=pixels, call=call: call(p),
                                       "engine": lambda inp=inp, pred=pred: pred.run_prepared(inp)},
                                      batch=batch, min_time=settings.min_time, windows=settings.windows)  # fmt: skip
                 end, engine = timings["predict"], timings["engine"]
-                rows.append({**base, "threads": threads, "batch": batch, "call": "predict(uint8)",
+                rows.append({**base, "threads": threads, "batch": batch,
+                             "call": "predict(uint8)" if classifier else "run(uint8)",
                              "delegate": pred.delegate, **_timing_fields(end), "engine_call": "run_prepared",
                              "engine_latency_us": engine.latency_us(), "engine_throughput_per_s": engine.throughput_per_s,
                              "predict_over_engine": end.p50 / engine.p50 if engine.p50 else None,
@@ -296,7 +302,9 @@ def _bench_lean(t: Target, runtime: str, settings: BenchSettings, x: np.ndarray 
             pred.close()
     cold = cold_start(t.path, runtime, settings.threads[0], x[:1])
     for r in rows:
-        r.update(accuracy=accuracy, n_eval=None if y is None else int(len(y)), **cold)
+        r.update(accuracy=accuracy, n_eval=None if y is None or accuracy is None else int(len(y)), **cold)
+        if accuracy_note:
+            r["accuracy_note"] = accuracy_note
     return rows
 
 

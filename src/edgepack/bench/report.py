@@ -280,7 +280,9 @@ def _kb(v: Any) -> str:
     return "–" if v is None else f"{v / 1024:.1f} KB"
 
 
-def _acc(v: Any) -> str:
+def _acc(v: Any, note: str | None = None) -> str:
+    if v is None and note:  # e.g. "n/a: not a classifier (2 outputs)": the table shows its first word
+        return note.split(":")[0]
     return "–" if v is None else f"{100 * v:.2f}%"
 
 
@@ -323,7 +325,7 @@ def _precision(r: dict[str, Any]) -> str:
 
 def _acc_ci(r: dict[str, Any] | None) -> str:
     if not r or r.get("accuracy") is None:
-        return "–"
+        return _acc(None, (r or {}).get("accuracy_note"))  # "n/a" for a non-classifier
     ci = r.get("accuracy_ci95")
     if not ci and r.get("n_eval"):  # results written before intervals were recorded
         from edgepack.bench.stats import wilson_interval
@@ -482,7 +484,7 @@ def _comparison(results: list[dict[str, Any]], names: list[str], max_drop: float
         table.append([_label(first), key[1], str(key[3]), str(key[4]),
                       *[_us(per[n]["latency_us"]["p50"]) if n in per else "–" for n in names],
                       *[_num(per[n].get("floor_ratio"), "{:.2f}") if n in per else "–" for n in names],
-                      *[_acc(per[n].get("accuracy")) if n in per else "–" for n in names]])  # fmt: skip
+                      *[_acc(per[n].get("accuracy"), per[n].get("accuracy_note")) if n in per else "–" for n in names]])  # fmt: skip
     blocks.append(("table", headers, table))
     return blocks
 

@@ -161,3 +161,69 @@ def parity_table(rows: list[dict[str, Any]], width: int = 210) -> str:
     buf = io.StringIO()
     Console(width=width, file=buf, color_system=None).print(table)
     return buf.getvalue()
+
+
+# -- non-classifiers: every output against the float file --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputTolerance:
+    """What every output of a non-classifier file must meet against the float file, on the same inputs."""
+
+    max_rel_abs_diff: float  # max |Δ| / (max - min of the float file's output): scale-free across heads
+    min_cosine: float  # cosine similarity of the flattened outputs
+
+
+# Measured on tests/test_multiout.py's two-head detector (conv trunk, boxes (N, 4) linear, scores (N, 3) sigmoid,
+# trained on coloured squares; outputs span ~1.0), 64 test images:
+# fp32: the same graph in another runtime or after a re-conversion differs by kernel order only (~1e-6).
+# int8 (AI Edge Quantizer static_wi8_ai8, calibrated on one batch of 64 images): boxes relative max |Δ| 0.054,
+#   cosine 0.99986; scores 0.014, 0.99998. 0.1 is ~2x the worst head and ~25 int8 steps of a full-range output;
+#   the same file calibrated one image per sample (AEQ's moving-average ranges clip the large activations)
+#   measured boxes 0.39 and cosine 0.981, and fails both bounds, as does a head that answers for other inputs.
+OUTPUT_TOLERANCES: dict[str, OutputTolerance] = {
+    "fp32": OutputTolerance(max_rel_abs_diff=1e-4, min_cosine=0.99999),
+    "int8": OutputTolerance(max_rel_abs_diff=0.1, min_cosine=0.99),
+}
+
+
+def run_outputs(path: str | Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Every output of the file at ``path`` by name, float32 (dequantized), for uint8 images ``x`` preprocessed
+    by the file's model description: the lean runtime's ``run``."""
+    from edgepack.runtime import load
+
+    with load(path) as p:
+        return p.run(x)
+
+
+def check_outputs(precision: str, outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per-output parity of a file's ``outputs`` against the float file's ``reference`` on the same inputs.
+
+    Outputs are matched by name, or by position when the names differ (a quantizer may rename them). Returns
+    {precision, tolerance, passed, outputs: {name: {max_abs_diff, range, rel_max_abs_diff, cosine, passed}}}."""
+    from edgepack.errors import ConfigError
+
+    tol = OUTPUT_TOLERANCES.get(precision)
+    if tol is None:
+        raise ConfigError(f"precision '{precision}': no output tolerance; choose from {', '.join(OUTPUT_TOLERANCES)}")
+    if len(outputs) != len(reference):
+        raise ConfigError(f"{len(outputs)} outputs against {len(reference)} in the float file: expected the same")
+    pairs = (
+        [(n, outputs[n], reference[n]) for n in reference]
+        if set(outputs) == set(reference)
+        else [(rn, o, r) for (rn, r), o in zip(reference.items(), outputs.values(), strict=True)]
+    )
+    per: dict[str, Any] = {}
+    for name, out, ref in pairs:
+        out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+        if out.shape != ref.shape:
+            raise ConfigError(f"output {name!r}: shape {list(out.shape)} against {list(ref.shape)} in the float file")
+        diff = float(np.abs(out - ref).max()) if ref.size else 0.0
+        span = float(ref.max() - ref.min()) if ref.size else 0.0
+        rel = diff / span if span > 0 else (0.0 if diff == 0 else float("inf"))
+        norms = float(np.linalg.norm(out) * np.linalg.norm(ref))
+        cosine = float(np.dot(out.ravel(), ref.ravel()) / norms) if norms > 0 else (1.0 if diff == 0 else 0.0)
+        per[name] = {"max_abs_diff": diff, "range": span, "rel_max_abs_diff": rel, "cosine": cosine,
+                     "passed": bool(rel <= tol.max_rel_abs_diff and cosine >= tol.min_cosine)}  # fmt: skip
+    return {"precision": precision, "tolerance": asdict(tol), "passed": all(v["passed"] for v in per.values()),
+            "outputs": per}  # fmt: skip

@@ -38,11 +38,15 @@ class Engine(Protocol):
     output_shape: list[Any]
     output_dtype: str
     output_quantization: tuple[float, int] | None
+    # every graph output, in the file's order: {name, shape, dtype, quantization}; output_* above are outputs[0]
+    outputs: list[dict[str, Any]]
 
     @property
     def n_outputs(self) -> int: ...
 
     def run(self, inp: np.ndarray) -> np.ndarray: ...
+
+    def run_all(self, inp: np.ndarray) -> list[np.ndarray]: ...  # every output, in ``outputs`` order
 
     # fill(x, buffer) writes the input into the engine's per-thread buffer (viewed as fill_view if set); one run
     fill_view: np.dtype | None
@@ -110,6 +114,9 @@ class OrtEngine:
         self.input_dtype = ORT_DTYPES.get(inp.type, inp.type)
         self.output_dtype = ORT_DTYPES.get(out.type, out.type)
         self.input_quantization = self.output_quantization = None  # QDQ models keep float I/O
+        self.outputs = [{"name": o.name, "shape": [d if isinstance(d, int) else None for d in o.shape],
+                         "dtype": ORT_DTYPES.get(o.type, o.type), "quantization": None} for o in outputs]  # fmt: skip
+        self._all_outputs = [o.name for o in outputs]
         self._outputs = [out.name]
         self._local = threading.local()  # per thread: {(shape, dtype): (binding, output buffer)}
         self._bindable = len(outputs) == 1 and self.output_dtype in ("float32", "int8", "uint8") \
@@ -129,6 +136,10 @@ class OrtEngine:
         np.copyto(slot[3], inp)
         slot[2]()
         return slot[4].copy()  # the buffer is reused by this thread's next call
+
+    def run_all(self, inp: np.ndarray) -> list[np.ndarray]:
+        """Every output (``session.run`` allocates them: the caller owns the arrays)."""
+        return self._session.run(self._all_outputs, {self.input_name: inp})
 
     def run_fill(self, shape: tuple[int, ...], dtype: np.dtype, fill: Any, x: np.ndarray) -> np.ndarray:
         """``fill(x, buffer)`` writes the input straight into this thread's bound input buffer; then one run.
@@ -215,6 +226,13 @@ class LiteRTEngine:
         self.output_dtype = np.dtype(out["dtype"]).name
         self.input_quantization = _litert_quant(inp["quantization"])
         self.output_quantization = _litert_quant(out["quantization"])
+        # run() names each output as the file's one signature does ("boxes"), else by its tensor name
+        sigs = it._get_full_signature_list() if hasattr(it, "_get_full_signature_list") else {}
+        by_index = {i: n for n, i in next(iter(sigs.values()))["outputs"].items()} if len(sigs) == 1 else {}
+        self.outputs = [{"name": by_index.get(o["index"], o["name"]), "shape": [None if i == 0 else int(d) for i, d in enumerate(o["shape"])],
+                         "dtype": np.dtype(o["dtype"]).name, "quantization": _litert_quant(o["quantization"])}
+                        for o in outs]  # fmt: skip
+        self._out_indices = [o["index"] for o in outs]
         # LiteRT applies its default CPU delegate (XNNPACK) to the nodes it supports, as one DELEGATE node
         ops = [o.get("op_name") for o in it._get_ops_details()] if hasattr(it, "_get_ops_details") else []
         self.delegate = "xnnpack" if "DELEGATE" in ops else "builtin"
@@ -261,6 +279,25 @@ class LiteRTEngine:
             it.set_tensor(self._in_index, inp)
             it.invoke()
             return it.get_tensor(self._out_index)
+        finally:
+            self._idle.append(slot)
+
+    def run_all(self, inp: np.ndarray) -> list[np.ndarray]:
+        """Every output, through the public interpreter calls (get_tensor returns copies the caller owns)."""
+        try:
+            slot = self._idle.pop()
+        except IndexError:
+            slot = self._new_slot()
+        try:
+            it = slot.interpreter
+            if slot.batch != inp.shape[0]:
+                slot.batch = -1  # as in run: a failed resize is redone by the next caller
+                it.resize_tensor_input(self._in_index, list(inp.shape), strict=False)
+                it.allocate_tensors()
+                slot.batch = inp.shape[0]
+            it.set_tensor(self._in_index, inp)
+            it.invoke()
+            return [it.get_tensor(i) for i in self._out_indices]
         finally:
             self._idle.append(slot)
 

@@ -19,7 +19,7 @@ import numpy as np
 from edgepack.errors import ConfigError, ModelLoadError, user_input
 from edgepack.runtime import validate
 from edgepack.runtime.engines import ENGINES, Engine
-from edgepack.runtime.plan import U8, InputPlan, OutputPlan, reference_head, reference_input
+from edgepack.runtime.plan import INTEGER, U8, InputPlan, OutputPlan, dequantize, reference_head, reference_input
 from edgepack.spec import ModelSpec, Preprocess, TensorSpec, default_labels, n_classes_of
 
 BACKENDS = ("auto", "onnxruntime", "litert")
@@ -92,6 +92,10 @@ class Predictor:
         self._engine_shape = model.input_shape(1)[1:]  # one image in the model's layout
         self._shape1 = (1, *self._engine_shape)
         self._engine_dtype = np.dtype(input_spec.dtype)
+        self.outputs = tuple(OutputSpec(o["name"], o["dtype"], -1, "raw", o["quantization"], "raw")
+                             for o in getattr(engine, "outputs", ()))  # fmt: skip  # every output: what run() gives
+        if not model.is_classifier:  # an instance attribute: the classifiers' predict() pays nothing for the check
+            self.predict = self._not_a_classifier  # type: ignore[method-assign]
 
     @property
     def n_classes(self) -> int:
@@ -133,6 +137,42 @@ class Predictor:
             return self._head(raw, n)
         except ValueError as e:
             raise ModelLoadError(f"{self.path}: {e}: the file is damaged") from None
+
+    def run(self, inputs: Any) -> dict[str, np.ndarray]:
+        """Every output by name, float32 (an int8/uint8 output dequantized with its own parameters).
+
+        ``inputs``: uint8 images or floats in [0, 1] (one (H, W, C) image or a batch), preprocessed by the model
+        description as for ``predict``; or a dict {input name: array} of the engine's own input, passed as it is.
+        Works for any model, classifier or not; safe to share between threads."""
+        engine = self._live()
+        if isinstance(inputs, dict):
+            if set(inputs) != {self.input_spec.name}:
+                raise ValueError(f"inputs {sorted(map(str, inputs))}: expected {{{self.input_spec.name!r}: array}}")
+            inp = np.ascontiguousarray(inputs[self.input_spec.name])
+            want = [d for d in self.model.input_shape(1)]
+            if inp.dtype != self._engine_dtype or inp.ndim != len(want) or tuple(inp.shape[1:]) != tuple(want[1:]):
+                raise ValueError(f"input {self.input_spec.name!r} {inp.dtype} {list(inp.shape)}: expected "
+                                 f"{self._engine_dtype} [N, {', '.join(map(str, want[1:]))}]")  # fmt: skip
+        else:
+            inp = self.prepare(inputs)
+        try:
+            raw = engine.run_all(inp)
+        except Exception as e:  # noqa: BLE001 - the input was checked: an engine failure means a bad model
+            raise ModelLoadError(f"{self.path}: {self.backend} failed to run the model: {_first_line(e)}") from e
+        out: dict[str, np.ndarray] = {}
+        for spec, value in zip(self.outputs, raw, strict=True):
+            value = np.asarray(value)
+            if spec.quantization is not None and spec.dtype in INTEGER:
+                value = dequantize(value, spec.quantization)
+            elif value.dtype.kind == "f":
+                value = value.astype(np.float32, copy=False)
+            out[spec.name] = value
+        return out
+
+    def _not_a_classifier(self, x: Any) -> np.ndarray:
+        names = ", ".join(o.name for o in self.outputs)
+        raise ConfigError(f"{self.path}: not a classifier (output kind raw, {len(self.outputs)} outputs: {names}): "
+                          "predict() gives class probabilities; use run(inputs) for the named outputs")  # fmt: skip
 
     # -- the reference path, step by step (benchmarks time run_prepared alone) -----------------------
 
@@ -415,10 +455,6 @@ def _specs(engine: Engine, bundle: dict[str, Any] | None, path: Path) -> tuple[M
     engine."""
     if engine.input_dtype not in ("float32", "int8", "uint8", "int16"):
         raise ModelLoadError(f"{path}: model input dtype {engine.input_dtype}: expected float32, int8, uint8 or int16")
-    if engine.output_dtype not in ("float32", "int8", "uint8", "int16"):
-        raise ModelLoadError(
-            f"{path}: model output dtype {engine.output_dtype}: expected float32, int8, uint8 or int16"
-        )
     b_in = (bundle or {}).get("input") or {}
     b_out = (bundle or {}).get("output") or {}
     if bundle is not None and "model" in bundle:
@@ -442,9 +478,17 @@ def _specs(engine: Engine, bundle: dict[str, Any] | None, path: Path) -> tuple[M
                            in_q if engine.input_dtype != "float32" else None, model.layout, pre.mean, pre.std)  # fmt: skip
 
     n_out = engine.n_outputs
+    kind = model.output_kind
+    if kind == "raw":  # not a classifier: run() returns every output; no head, no labels
+        first = engine.outputs[0] if getattr(engine, "outputs", None) else {}
+        return model, input_spec, OutputSpec(engine.output_name, engine.output_dtype, n_out, "raw",
+                                             first.get("quantization") or engine.output_quantization, "raw")  # fmt: skip
+    if engine.output_dtype not in ("float32", "int8", "uint8", "int16"):
+        raise ModelLoadError(
+            f"{path}: model output dtype {engine.output_dtype}: expected float32, int8, uint8 or int16"
+        )
     if n_out < 1:
         raise ModelLoadError(f"{path}: model output shape {engine.output_shape}: expected [N, n_classes]")
-    kind = model.output_kind
     if model.is_classifier and n_classes_of(n_out, kind) != len(model.labels):
         raise ModelLoadError(f"{path}: bundle has {len(model.labels)} labels, the model gives "
                              f"{n_classes_of(n_out, kind)} classes")  # fmt: skip
@@ -479,6 +523,14 @@ def _legacy_model(engine: Engine, bundle: dict[str, Any] | None, b_in: dict[str,
         )
     if c not in (1, 3):
         raise ModelLoadError(f"{path}: model input {list(shape)} has {c} channels: expected 1 (grayscale) or 3 (rgb)")
+    if bundle is None and not _looks_like_classifier(engine):
+        try:
+            pre = Preprocess(size=(h, w), color="grayscale" if c == 1 else "rgb", scale=DEFAULT_SCALE)
+            outs = tuple(TensorSpec(o["name"], tuple(o["shape"]), o["dtype"]) for o in engine.outputs)
+            return ModelSpec(TensorSpec(engine.input_name, (None, *shape[1:]), engine.input_dtype), pre, layout,
+                             "raw", outputs=outs)  # fmt: skip
+        except ConfigError as e:
+            raise ModelLoadError(f"{path}: {e}") from None
     n_out = engine.n_outputs
     if n_out < 1:
         raise ModelLoadError(f"{path}: model output shape {engine.output_shape}: expected [N, n_classes]")
@@ -498,6 +550,16 @@ def _legacy_model(engine: Engine, bundle: dict[str, Any] | None, b_in: dict[str,
                          "sigmoid" if activation == "sigmoid" else "probabilities", labels=labels)  # fmt: skip
     except ConfigError as e:
         raise ModelLoadError(f"{path}: {e}") from None
+
+
+def _looks_like_classifier(engine: Engine) -> bool:
+    """One (N, k) output of a dtype a classifier head reads: a bare file with anything else is "raw"."""
+    outs = getattr(engine, "outputs", None) or [{"shape": engine.output_shape, "dtype": engine.output_dtype}]
+    if len(outs) != 1:
+        return False
+    shape = outs[0]["shape"]
+    return len(shape) == 2 and isinstance(shape[1], int) and shape[1] >= 1 and \
+        outs[0]["dtype"] in ("float32", "int8", "uint8", "int16")  # fmt: skip
 
 
 def _quant(q: Any) -> tuple[float, int] | None:
