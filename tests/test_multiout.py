@@ -151,31 +151,31 @@ def test_info_lists_every_output(detector: dict[str, Path]) -> None:
     assert sum(line.lstrip().startswith("output") for line in text.stdout.splitlines()) == 2, text.stdout
 
 
-@pytest.mark.parametrize("which", ["fp32", "int8"])
-def test_bench_gives_no_accuracy_for_a_non_classifier(detector: dict[str, Path], which: str, tmp_path: Path) -> None:
-    path = detector[which]
+def test_bench_gives_no_accuracy_for_a_non_classifier(detector: dict[str, Path], tmp_path: Path) -> None:
     x, _, _ = _scenes(16, seed=6)
-    # an eval set beside the file: a classifier would be scored on it, a detector must not be
-    np.savez(path.parent / "eval.npz", x=x, y=np.zeros(len(x), np.int64))
-    r = _cli("bench", str(path), "--threads", "1", "--batch", "1", "--min-time", "0.05", "--windows", "2",
-             "--out", str(tmp_path / "results.json"))  # fmt: skip
+    # an eval set beside the files: a classifier would be scored on it, a detector must not be
+    np.savez(detector["fp32"].parent / "eval.npz", x=x, y=np.zeros(len(x), np.int64))
+    r = _cli("bench", str(detector["fp32"]), str(detector["int8"]), "--threads", "1", "--batch", "1",
+             "--min-time", "0.05", "--windows", "2", "--out", str(tmp_path / "results.json"))  # fmt: skip
     assert r.returncode == 0, r.stderr
-    results = json.loads((tmp_path / "results.json").read_text())
-    (row,) = results["results"]
-    assert row["accuracy"] is None
-    assert row["n_eval"] is None
-    assert row["accuracy_note"] == "n/a: not a classifier (2 outputs)"
-    assert row["call"] == "run(uint8)"
-    assert row["latency_us"]["p50"] > 0
-    assert row["throughput_per_s"] > 0
-    assert row["cold_start_ms"] > 0
-    assert row["peak_rss_mb"] > 0
-    assert row["size_bytes"] == path.stat().st_size
-    assert row["macs"] > 0
-    assert row["floor_us"] > 0
-    table = [line for line in r.stdout.splitlines() if line.startswith("|") and path.stem in line]
-    assert table, r.stdout
-    assert "n/a" in table[0], r.stdout
+    rows = {row["artifact"]: row for row in json.loads((tmp_path / "results.json").read_text())["results"]}
+    assert sorted(rows) == sorted(p.stem for p in detector.values())
+    for path in detector.values():
+        row = rows[path.stem]
+        assert row["accuracy"] is None
+        assert row["n_eval"] is None
+        assert row["accuracy_note"] == "n/a: not a classifier (2 outputs)"
+        assert row["call"] == "run(uint8)"
+        assert row["latency_us"]["p50"] > 0
+        assert row["throughput_per_s"] > 0
+        assert row["cold_start_ms"] > 0
+        assert row["peak_rss_mb"] > 0
+        assert row["size_bytes"] == path.stat().st_size
+        assert row["macs"] > 0
+        assert row["floor_us"] > 0
+        table = [line for line in r.stdout.splitlines() if line.startswith("|") and f" {path.stem} " in line]
+        assert table, r.stdout
+        assert "n/a" in table[0], r.stdout
 
 
 def _onnx_two_heads(path: Path) -> None:
@@ -224,3 +224,17 @@ def test_onnx_two_outputs_run_and_info(tmp_path: Path) -> None:
     info = json.loads(r.stdout)
     assert [(o["name"], o["shape"]) for o in info["outputs"]] == [("boxes", [None, 4]), ("scores", [None, 2])]
     assert [i["name"] for i in info["inputs"]] == ["x"]
+
+
+def test_run_is_thread_safe(detector: dict[str, Path]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    x, _, _ = _scenes(6, seed=7)
+    for which in ("fp32", "int8"):
+        with load(detector[which], threads=1) as p:
+            want = [p.run(x[: 1 + i % 3]) for i in range(6)]
+            with ThreadPoolExecutor(4) as pool:
+                got = list(pool.map(lambda i, p=p: p.run(x[: 1 + i % 3]), range(48)))
+        for i, g in enumerate(got):
+            for name in ("boxes", "scores"):
+                np.testing.assert_array_equal(g[name], want[i % 6][name])
