@@ -173,9 +173,25 @@ def test_bench_gives_no_accuracy_for_a_non_classifier(detector: dict[str, Path],
         assert row["size_bytes"] == path.stat().st_size
         assert row["macs"] > 0
         assert row["floor_us"] > 0
+    rec = next(line for line in r.stdout.splitlines() if line.startswith("Recommended file"))
+    assert "accuracy n/a: not a classifier (2 outputs)" in rec, rec
+    for path in detector.values():
         table = [line for line in r.stdout.splitlines() if line.startswith("|") and f" {path.stem} " in line]
         assert table, r.stdout
         assert "n/a" in table[0], r.stdout
+
+
+def test_cli_predict_on_a_detector_says_use_run(detector: dict[str, Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    x, _, _ = _scenes(1, seed=8)
+    Image.fromarray(x[0]).save(tmp_path / "scene.png")
+    r = _cli("predict", str(detector["fp32"]), str(tmp_path / "scene.png"))
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("edgepack:")]
+    assert len(lines) == 1, r.stderr
+    assert "not a classifier" in lines[0], r.stderr
+    assert "run(" in lines[0], r.stderr
 
 
 def _onnx_two_heads(path: Path) -> None:

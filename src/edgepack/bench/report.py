@@ -342,7 +342,9 @@ def recommend_text(rec: Recommendation) -> str:
     r = rec.row
     return (f"Recommended file: **{r['artifact']}** ({r['format']} {_precision(r)}, {r['runtime']}) — "
             f"p50 {_us(_p50(r))} at batch {rec.batch}, {rec.threads} thread{'s' if rec.threads > 1 else ''}; "
-            f"accuracy {_acc_ci(r)} ({budget}); {_kb(r.get('gzip_bytes'))} gzipped; "
+            + (f"accuracy {r['accuracy_note']} (the fastest file); " if r.get("accuracy_note") and r.get("accuracy") is None
+               else f"accuracy {_acc_ci(r)} ({budget}); ")
+            + f"{_kb(r.get('gzip_bytes'))} gzipped; "
             f"{_num(r.get('floor_ratio'), '{:.2f}')}× the compute floor")  # fmt: skip
 
 
