@@ -480,7 +480,7 @@ def _read_tflite(path: Path, input_shape: Sequence[int] | None = None) -> _Graph
             float_input_int8_weights |= activation == np.float32
             integer_compute |= activation in (np.int8, np.uint8, np.int16)
 
-    in_d, out_d = interp.get_input_details()[0], interp.get_output_details()[0]
+    in_d = interp.get_input_details()[0]
     # int8: integer I/O, or integer kernels inside a float-I/O file (a latency plan kept some ops float)
     if in_d["dtype"] in (np.int8, np.uint8) or integer_compute:
         g.precision = "int8"
