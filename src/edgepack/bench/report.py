@@ -371,19 +371,23 @@ def decision_card(res: dict[str, Any], max_drop: float, objective: str = "latenc
 
     files = [r["path"]] + ([_bundle(r)] if _bundle(r) else [])
     n_eval = r.get("n_eval")
+    note = r.get("accuracy_note") if r.get("accuracy") is None else None  # a non-classifier: no accuracy to weigh
     mixed = (f"; mixed: {len(r.get('float_layers') or [])} layer(s) left float by the latency plan "
              f"({', '.join(r.get('float_layers') or [])})" if r.get("mixed") else "")  # fmt: skip
     lines = [
         ("recommended", f"**{r['artifact']}** — {r['format']} {_precision(r)} on {r['runtime']}{mixed}"),
-        ("why", rec.why),
+        ("why", f"the fastest (p50) file; accuracy {note}" if note else rec.why),
         ("what it costs", f"p50 {_us(_p50(r))} (batch {rec.batch}, {rec.threads} thread), "
-                          f"{_num(r.get('floor_ratio'), '{:.2f}')}× the compute floor; accuracy {_acc_ci(r)} "
-                          f"(95% Wilson interval{f' on {n_eval} images' if n_eval else ''}) vs the reference "
-                          f"{_acc_ci(rec.reference)}; {_kb(r.get('gzip_bytes'))} gzipped "
-                          f"({_kb(r.get('size_bytes'))} on disk)"),
+                          f"{_num(r.get('floor_ratio'), '{:.2f}')}× the compute floor; "
+                          + (f"accuracy {note}; " if note else
+                             f"accuracy {_acc_ci(r)} (95% Wilson interval{f' on {n_eval} images' if n_eval else ''}) "
+                             f"vs the reference {_acc_ci(rec.reference)}; ")
+                          + f"{_kb(r.get('gzip_bytes'))} gzipped ({_kb(r.get('size_bytes'))} on disk)"),
         ("threads to use", f"{rec.threads_to_use} (the fewest within 5% of this file's best p50 at batch {rec.batch})"),
         ("copy these files to the device", " + ".join(f"`{f}`" for f in files)
-         + f" — then `pip install edgepack` and `edgepack predict {Path(files[-1]).name} IMAGE`"),
+         + (f" — then `pip install edgepack` and `edgepack.runtime.load('{Path(files[0]).name}').run(images)` "
+            "(named outputs)" if note else
+            f" — then `pip install edgepack` and `edgepack predict {Path(files[-1]).name} IMAGE`")),
         ("smallest within budget", line(rec.smallest)),
         ("fastest (any accuracy)", line(rec.fastest)),
         ("fp32 reference", line(rec.fp32)),
