@@ -237,7 +237,7 @@ def test_compress_without_a_trained_model_exits_2(tmp_path, capsys):
 
     err = capsys.readouterr().err.strip()
     assert code == 2
-    assert "no trained model found" in err
+    assert "no trained or imported baseline model found" in err
     assert len(err.splitlines()) == 1
     assert _snapshot(run) == before
 

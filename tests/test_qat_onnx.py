@@ -64,7 +64,7 @@ def qat_block(digits):
 @pytest.fixture(scope="module")
 def qat_onnx(qat_block, digits, tmp_path_factory):
     """The QAT block exported by the export stage's QAT -> ONNX int8 path, every node int8."""
-    from edgepack.export.stage import _make_onnx_qat
+    from edgepack.export.makers import _make_onnx_qat
     from edgepack.recipe import ExportSettings
     from edgepack.train.fit import to_float
 

@@ -100,9 +100,9 @@ def test_artifact_rejects_unknown_format():
     ("raw", "message"),
     [
         ({"export": {"int8_size_limit": 0.9}}, "--int8-size-limit: got 0.9; expected a multiple of the all-int8 gzip"),
-        ({"export": {"latency_at_any_size": "yes"}}, "latency_at_any_size: got 'yes'; expected true or false"),
+        ({"export": {"latency_at_any_size": "yes"}}, "latency_at_any_size = 'yes': expected true or false, got str"),
         ({"recommend_by": "speed"}, "recommend_by: got 'speed'; choose from latency, size"),
-        ({"bench": {"keras_light": 1}}, "keras_light: got 1; expected true or false"),
+        ({"bench": {"keras_light": 1}}, "keras_light = 1: expected true or false, got int"),
     ],
 )
 def test_latency_plan_size_and_recommendation_settings_are_validated(raw, message):

@@ -102,7 +102,7 @@ def test_default_space_varies_and_is_written_back_as_toml():
         ({"runtimes": ["keras"]}, "search runtimes: got keras; a search judges shipped files"),
         ({"quantization": ["fp16"], "runtimes": ["onnxruntime"]}, "fp16 exists only as .tflite"),
         ({"m_by_n": [True, False], "layer_sparsity": {"dense": [0.9, 0.95]}}, "does not combine with layer_sparsity"),
-        ({"sparsity": 0.8, "clusters": [16], "quantization": ["qat"], "runtimes": ["litert"], "int8_layers": ["auto"],
+        ({"sparsity": [0.8, 0.8], "clusters": [16], "quantization": ["qat"], "runtimes": ["litert"], "int8_layers": ["auto"],
           "prune_epochs": [2]}, "the space is empty"),
         ({"sparsity_max": 0.9}, "unknown key 'sparsity_max'; known keys: sparsity, layer_sparsity, m_by_n"),
     ],
@@ -206,7 +206,7 @@ def _search_args(out: Path, *extra: str) -> list[str]:
         (["--max-drop", "-1"], None, "--max-drop: got -1.0; expected points in [0, 100]"),
         ([], "[search]\nclusterz = [8]\n", "unknown key 'clusterz'; known keys: sparsity"),
         ([], "[search]\nsparsity = [0.95, 0.5]\n", "low must be <= high"),
-        ([], "[search]\nsparsity = 0.5\nclusters = [0]\nquantization = ['int8']\nint8_layers = ['all']\n"
+        ([], "[search]\nsparsity = [0.5, 0.5]\nclusters = [0]\nquantization = ['int8']\nint8_layers = ['all']\n"
              "runtimes = ['litert']\nprune_epochs = [2]\n", "the space is empty"),
         (["--address", "ADDR"], None, "no Ray cluster reachable there"),
     ],

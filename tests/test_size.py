@@ -159,7 +159,7 @@ def test_every_export_records_its_gzip_ratio_to_the_baseline_fp32_tflite(run_cop
 def test_gzip_ratio_uses_an_in_memory_reference_when_fp32_tflite_is_not_exported(run_copy):
     from edgepack.export import export_stage
 
-    [art] = export_stage(RunDir.open(run_copy), ExportSettings(formats=("tflite",), precisions=("int8",)),
+    [art] = export_stage(RunDir.open(run_copy), ExportSettings(formats=("tflite",), precisions=("int8",), tflm=False),
                          progress=False)  # fmt: skip
 
     ref = RunDir.open(run_copy).manifest["export"]["size_reference"]

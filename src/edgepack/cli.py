@@ -265,6 +265,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     names = resolve_runtimes(runtimes)
     collect_targets(inputs, names)  # refuse a run without exports, or files no chosen runtime runs, before timing
+    if run_dir is not None and out.is_file():  # results from another machine are refused before timing, not after
+        from edgepack.bench.core import check_same_machine
+
+        check_same_machine(out, settings.label)
     say = (lambda msg: None) if args.quiet or args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
     results = run_bench(inputs, settings, names, progress=say)
     for warning in results.get("warnings", []):

@@ -170,6 +170,18 @@ ROW_KEY = ("artifact", "format", "precision", "runtime", "threads", "batch", "ca
 SAME_MACHINE = ("cpu_model", "arch", "label", "emulated")
 
 
+def check_same_machine(path: Path, label: str | None = None) -> None:
+    """Refuse (ConfigError) a results.json at ``path`` that another machine wrote: its rows cannot be merged with
+    this machine's. Called before any timing; ``merge_results`` checks again when it writes."""
+    from edgepack.machine import machine_info
+
+    try:
+        old = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise ConfigError(f"{path}: exists and is not valid JSON; move it away or give --out FILE") from None
+    merge_results(old, {"machine": machine_info(label=label), "results": [], "settings": {}}, path)
+
+
 def merge_results(old: Any, new: dict[str, Any], where: Path) -> dict[str, Any]:
     """``new`` plus the rows of ``old`` it did not measure again (same artifact, runtime, threads, batch, call)."""
     if (

@@ -348,9 +348,17 @@ def recommend_text(rec: Recommendation) -> str:
             f"{_num(r.get('floor_ratio'), '{:.2f}')}× the compute floor")  # fmt: skip
 
 
+def _file(r: dict[str, Any]) -> str:
+    """The row's model file (results from older versions carry only the artifact name)."""
+    return str(r.get("path") or r["artifact"])
+
+
 def _bundle(r: dict[str, Any]) -> str | None:
+    """The bundle beside the row's file, when there is one."""
+    if r.get("format") == "keras" or not r.get("path"):
+        return None
     b = Path(r["path"]).with_suffix(".json")
-    return str(b) if b.is_file() or r["format"] != "keras" else None
+    return str(b) if b.is_file() else None
 
 
 def decision_card(res: dict[str, Any], max_drop: float, objective: str = "latency") -> list[Block]:
@@ -369,7 +377,7 @@ def decision_card(res: dict[str, Any], max_drop: float, objective: str = "latenc
         return (f"{x['artifact']} ({x['runtime']}, {_precision(x)}): p50 {_us(_p50(x))}, {_acc_ci(x)}, "
                 f"{_kb(x.get('gzip_bytes'))} gzip")  # fmt: skip
 
-    files = [r["path"]] + ([_bundle(r)] if _bundle(r) else [])
+    files = [_file(r)] + ([_bundle(r)] if _bundle(r) else [])
     n_eval = r.get("n_eval")
     note = r.get("accuracy_note") if r.get("accuracy") is None else None  # a non-classifier: no accuracy to weigh
     mixed = (f"; mixed: {len(r.get('float_layers') or [])} layer(s) left float by the latency plan "
