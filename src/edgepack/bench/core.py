@@ -116,10 +116,23 @@ def target_from_file(path: Path) -> Target:
             f"{path}: unknown model type '{file.suffix}'; expected .onnx, .tflite, .keras or a bundle .json"
         )
     eval_npz = file.parent / "eval.npz"
-    precision = bundle.get("precision") or "unknown"
+    precision = bundle.get("precision") or _file_precision(file, fmt)
     return Target(file.stem, path, file, fmt, precision, (bundle.get("source") or {}).get("artifact"),
                   bundle.get("parity"), {}, eval_npz if eval_npz.is_file() else None,
-                  list(bundle.get("float_layers") or []))  # fmt: skip
+                  model_spec=bundle.get("model"), float_layers=list(bundle.get("float_layers") or []))  # fmt: skip
+
+
+def _file_precision(file: Path, fmt: str) -> str:
+    """A bare file's precision read from the file itself (QDQ / QLinear / integer tensors), so its floor uses the
+    right rate; "unknown" only where the file cannot be read here (an .onnx without the onnx package)."""
+    if fmt == "keras":
+        return "fp32"
+    try:
+        from edgepack.inspect import describe
+
+        return str(describe(file)["precision"])
+    except Exception:  # noqa: BLE001 - a lean install without onnx; a damaged file fails later, at load
+        return "unknown"
 
 
 def collect_targets(inputs: list[str], runtimes: tuple[str, ...] | None = None) -> list[Target]:
