@@ -152,19 +152,22 @@ def _spec(model: Any, input_name: str, shape: tuple[int | None, ...], size: tupl
     if kind == "raw":
         raise ConfigError(f"model {path.name}: a non-classifier (--output raw) cannot be scored on labelled "
                           "images; import classifiers, or use `edgepack bench`/`info` on its exported file")  # fmt: skip
+    labels = _labels(path, units, kind, settings, dataset)
+    pinned = tuple(d for d, v in zip(("height", "width"), shape[1:3], strict=True) if v is None)
+    return _spec_for(TensorSpec(input_name, (None, *shape[1:])), "NHWC", size, color, settings, kind, labels,
+                     pinned, path, flavor)  # fmt: skip
+
+
+def _labels(path: Path, units: int, kind: str, settings: ImportSettings, dataset: Any) -> tuple[str, ...]:
+    """The labels of a classifier whose head has ``units`` columns of ``kind``, checked against the data."""
     classes = n_classes_of(units, kind)
-    if classes != dataset.n_classes:
-        raise ConfigError(f"model {path.name}: its output scores {classes} classes ({units} units, {kind}); the "
+    if kind == "raw" or classes != dataset.n_classes:
+        raise ConfigError(f"model {path.name}: its output scores {classes} classes ({units} values, {kind}); the "
                           f"data {dataset.spec!r} has {dataset.n_classes} ({', '.join(dataset.class_names)})")  # fmt: skip
-    labels = settings.labels or dataset.class_names
+    labels = tuple(settings.labels or dataset.class_names)
     if len(labels) != classes:
         raise ConfigError(f"--labels: {len(labels)} labels for a model that scores {classes} classes")
-    pre = Preprocess(size=size, color=color, scale=1 / 255 if settings.scale is None else settings.scale,
-                     mean=settings.mean or (0.0,), std=settings.std or (1.0,))  # fmt: skip
-    pinned = tuple(d for d, v in zip(("height", "width"), shape[1:3], strict=True) if v is None)
-    return ModelSpec(input=TensorSpec(input_name, (None, *shape[1:])), preprocess=pre, layout="NHWC",
-                     output_kind=kind, labels=tuple(labels), pinned=pinned,
-                     source={"format": flavor, "file": path.name, "by": "edgepack import"})  # fmt: skip
+    return labels
 
 
 def _save(imported: Any, run: RunDir, path: Path) -> str:
@@ -189,9 +192,7 @@ def _plain(settings: ImportSettings) -> dict[str, Any]:
 def _import_onnx(path: Path, data: DataSettings, settings: ImportSettings, out: str | Path, force: bool,
                  start: float) -> RunDir:  # fmt: skip
     """An .onnx file as the run's float reference: models/baseline.onnx (dynamic H/W pinned), stage import."""
-    from edgepack.data import load, save_to_run
-    from edgepack.files import atomic_write_bytes
-    from edgepack.machine import machine_info
+    from edgepack.data import load
     from edgepack.model import onnx_import as ox
 
     model = ox.load_onnx(path)
@@ -213,55 +214,61 @@ def _import_onnx(path: Path, data: DataSettings, settings: ImportSettings, out: 
     units = ox.dims(pinned.graph.output[0])[-1] or 0
     spec_input = TensorSpec(inputs[0].name, (None, *[d for d in ox.dims(ox.graph_inputs(pinned)[0])[1:]]))
     probe = ox.run_onnx(session, _spec_for(spec_input, layout, size, color, settings, kind, ("a", "b"), (),
-                                           path).preprocess_pixels(dataset.x_test[:2]))  # fmt: skip
+                                           path, "onnx").preprocess_pixels(dataset.x_test[:2]))  # fmt: skip
     units = probe.reshape(len(probe), -1).shape[1] if not units else units
-    classes = n_classes_of(units, kind)
-    if kind != "raw" and classes != dataset.n_classes:
-        raise ConfigError(f"model {path.name}: its output scores {classes} classes ({units} values, {kind}); the "
-                          f"data {dataset.spec!r} has {dataset.n_classes} ({', '.join(dataset.class_names)})")  # fmt: skip
-    labels = settings.labels or dataset.class_names
-    if len(labels) != classes:
-        raise ConfigError(f"--labels: {len(labels)} labels for a model that scores {classes} classes")
-    spec = _spec_for(spec_input, layout, size, color, settings, kind, tuple(labels), tuple(pinned_dims), path)
-    probs = spec.head(ox.run_onnx(session, spec.preprocess_pixels(dataset.x_test)))
-    pred = probs.argmax(axis=1)
+    labels = _labels(path, units, kind, settings, dataset)
+    spec = _spec_for(spec_input, layout, size, color, settings, kind, labels, tuple(pinned_dims), path, "onnx")
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)
+    _record_file(path, content, "onnx", dataset, spec, settings, out, force, start,
+                 {"pinned": list(pinned_dims), "opset": opset})  # fmt: skip
+    log.info("imported %s (onnx, %s%s): %s", path.name, layout,
+             f", pinned {', '.join(pinned_dims)}" if pinned_dims else "", spec.describe())  # fmt: skip
+    return RunDir.open(out)
+
+
+def _record_file(path: Path, content: bytes, fmt: str, dataset: Any, spec: ModelSpec, settings: ImportSettings,
+                 out: str | Path, force: bool, start: float, extra: dict[str, Any]) -> None:  # fmt: skip
+    """A new run holding an imported .onnx / .tflite as its baseline (models/baseline.FMT), evaluated on the test
+    split in its own runtime with the model description; nothing is left behind when it fails."""
     import numpy as np
 
-    confusion = np.zeros((dataset.n_classes, dataset.n_classes), dtype=np.int64)
-    np.add.at(confusion, (dataset.y_test, pred), 1)
-    from edgepack.export.inspect import describe
+    from edgepack.data import save_to_run
+    from edgepack.export.parity import run_file
+    from edgepack.files import atomic_write_bytes
+    from edgepack.inspect import describe
+    from edgepack.machine import machine_info
 
     with RunDir.create(out, force=force) as run:
         run.manifest["machine"] = machine_info()
         run.manifest["dataset"] = dataset.info()
         run.manifest["model"] = spec.to_dict()
         save_to_run(dataset, run.path)
-        rel = "models/baseline.onnx"
+        rel = f"models/baseline.{fmt}"
         atomic_write_bytes(run.path / rel, content)
+        pred = run_file(run.path / rel, dataset.x_test, spec)[0].argmax(axis=1)
+        confusion = np.zeros((dataset.n_classes, dataset.n_classes), dtype=np.int64)
+        np.add.at(confusion, (dataset.y_test, pred), 1)
         info = describe(run.path / rel)
         metrics = {"accuracy": float((pred == dataset.y_test).mean()), "confusion_matrix": confusion.tolist(),
                    "n_eval": int(len(dataset.y_test)), "params": info["params"], "macs": info["macs"],
-                   "sparsity": info["sparsity"], "nonzero_params": None}  # fmt: skip
-        artifact_settings = {"source": str(path), "source_format": "onnx", "pinned": list(pinned_dims),
-                             "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-                                          default=None),
-                             "compressible": False,
-                             "compressible_reason": "an ONNX model: tfmot compresses Keras models only",
+                   "sparsity": info["sparsity"]}  # fmt: skip
+        artifact_settings = {"source": str(path), "source_format": fmt, **extra, "compressible": False,
+                             "compressible_reason": f"a .{fmt} model: tfmot compresses Keras models only",
                              "stages_possible": ["export", "bench", "report"]}  # fmt: skip
-        run.add_artifact(Artifact(name="baseline", path=rel, format="onnx", precision="fp32", stage="import",
+        run.add_artifact(Artifact(name="baseline", path=rel, format=fmt, precision="fp32", stage="import",
                                   parent=None, settings=artifact_settings, metrics=metrics))  # fmt: skip
         run.record("import", {"model": str(path), **_plain(settings)}, time.perf_counter() - start)
-    log.info("imported %s (onnx, %s%s): %s; test accuracy %.4f", path.name, layout,
-             f", pinned {', '.join(pinned_dims)}" if pinned_dims else "", spec.describe(), metrics["accuracy"])  # fmt: skip
-    return RunDir.open(out)
+    log.info("%s: test accuracy %.4f in its own runtime", path.name, metrics["accuracy"])
 
 
 def _spec_for(inp: TensorSpec, layout: str, size: tuple[int, int], color: str, settings: ImportSettings,
-              kind: str, labels: tuple[str, ...], pinned: tuple[str, ...], path: Path) -> ModelSpec:  # fmt: skip
+              kind: str, labels: tuple[str, ...], pinned: tuple[str, ...], path: Path,
+              source_format: str) -> ModelSpec:  # fmt: skip
+    """The model description of an imported file: what it says (input, layout) and what the options say."""
     pre = Preprocess(size=size, color=color, scale=1 / 255 if settings.scale is None else settings.scale,
                      mean=settings.mean or (0.0,), std=settings.std or (1.0,))  # fmt: skip
     return ModelSpec(input=inp, preprocess=pre, layout=layout, output_kind=kind, labels=labels, pinned=pinned,
-                     source={"format": "onnx", "file": path.name, "by": "edgepack import"})  # fmt: skip
+                     source={"format": source_format, "file": path.name, "by": "edgepack import"})  # fmt: skip
 
 
 def _import_tflite(path: Path, data: DataSettings, settings: ImportSettings, out: str | Path, force: bool,
@@ -270,11 +277,7 @@ def _import_tflite(path: Path, data: DataSettings, settings: ImportSettings, out
     made by the AI Edge Quantizer at export."""
     import numpy as np
 
-    from edgepack.data import load, save_to_run
-    from edgepack.export.inspect import describe
-    from edgepack.export.parity import run_file
-    from edgepack.files import atomic_write_bytes
-    from edgepack.machine import machine_info
+    from edgepack.data import load
     from edgepack.model import onnx_import as ox
 
     content, interp = ox.read_tflite(path)
@@ -294,39 +297,10 @@ def _import_tflite(path: Path, data: DataSettings, settings: ImportSettings, out
     dataset = load(dataclasses.replace(data, image_size=size, color=Color.parse(color, "--color")))
     kind = settings.output or ox.tflite_output_kind(interp)
     units = int(interp.get_output_details()[0]["shape"][-1])
-    classes = n_classes_of(units, kind)
-    if kind == "raw" or classes != dataset.n_classes:
-        raise ConfigError(f"model {path.name}: its output scores {classes} classes ({units} values, {kind}); the "
-                          f"data {dataset.spec!r} has {dataset.n_classes} ({', '.join(dataset.class_names)})")  # fmt: skip
-    labels = settings.labels or dataset.class_names
-    if len(labels) != classes:
-        raise ConfigError(f"--labels: {len(labels)} labels for a model that scores {classes} classes")
-    spec = dataclasses.replace(
-        _spec_for(TensorSpec(inputs[0]["name"], shape), layout, size, color, settings, kind, tuple(labels),
-                  tuple(d for d, v in zip(("height", "width"), nhwc[1:3], strict=True) if v is None), path),
-        source={"format": "tflite", "file": path.name, "by": "edgepack import"},
-    )  # fmt: skip
-    with RunDir.create(out, force=force) as run:
-        run.manifest["machine"] = machine_info()
-        run.manifest["dataset"] = dataset.info()
-        run.manifest["model"] = spec.to_dict()
-        save_to_run(dataset, run.path)
-        rel = "models/baseline.tflite"
-        atomic_write_bytes(run.path / rel, content)
-        probs, _ = run_file(run.path / rel, dataset.x_test, spec)
-        pred = probs.argmax(axis=1)
-        confusion = np.zeros((dataset.n_classes, dataset.n_classes), dtype=np.int64)
-        np.add.at(confusion, (dataset.y_test, pred), 1)
-        info = describe(run.path / rel)
-        metrics = {"accuracy": float((pred == dataset.y_test).mean()), "confusion_matrix": confusion.tolist(),
-                   "n_eval": int(len(dataset.y_test)), "params": info["params"], "macs": info["macs"],
-                   "sparsity": info["sparsity"]}  # fmt: skip
-        artifact_settings = {"source": str(path), "source_format": "tflite", "compressible": False,
-                             "compressible_reason": "a .tflite model: tfmot compresses Keras models only",
-                             "stages_possible": ["export", "bench", "report"]}  # fmt: skip
-        run.add_artifact(Artifact(name="baseline", path=rel, format="tflite", precision="fp32", stage="import",
-                                  parent=None, settings=artifact_settings, metrics=metrics))  # fmt: skip
-        run.record("import", {"model": str(path), **_plain(settings)}, time.perf_counter() - start)
-    log.info("imported %s (float tflite, %s): %s; test accuracy %.4f", path.name, layout, spec.describe(),
-             metrics["accuracy"])  # fmt: skip
+    labels = _labels(path, units, kind, settings, dataset)
+    pinned = tuple(d for d, v in zip(("height", "width"), nhwc[1:3], strict=True) if v is None)
+    spec = _spec_for(TensorSpec(inputs[0]["name"], shape), layout, size, color, settings, kind, labels, pinned, path,
+                     "tflite")  # fmt: skip
+    _record_file(path, content, "tflite", dataset, spec, settings, out, force, start, {})
+    log.info("imported %s (float tflite, %s): %s", path.name, layout, spec.describe())
     return RunDir.open(out)
