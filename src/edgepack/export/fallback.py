@@ -167,7 +167,7 @@ def steer_tflite(float_tflite: bytes, content: bytes, make: Callable[[tuple[str,
 
 
 def _p50(call: Callable[[], Any]) -> float:
-    from edgepack.bench.timing import time_call
+    from edgepack.timing import time_call
 
     return time_call(call, min_time=0.1, windows=3).p50
 
