@@ -354,11 +354,12 @@ def _file(r: dict[str, Any]) -> str:
 
 
 def _bundle(r: dict[str, Any]) -> str | None:
-    """The bundle beside the row's file, when there is one."""
+    """The bundle beside the row's file: where it exists here, or where the row came with one (an export's parity
+    verdict is in its bundle; results.json read on another machine has paths that do not exist here)."""
     if r.get("format") == "keras" or not r.get("path"):
         return None
     b = Path(r["path"]).with_suffix(".json")
-    return str(b) if b.is_file() else None
+    return str(b) if b.is_file() or r.get("parity") is not None else None
 
 
 def decision_card(res: dict[str, Any], max_drop: float, objective: str = "latency") -> list[Block]:
