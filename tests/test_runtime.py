@@ -569,7 +569,11 @@ def test_predict_on_a_one_engine_install_refuses_the_other_format_with_one_line_
     missing, refused, runs, tmp_path
 ):
     paths = _write_pngs(_eval(runs)["x"][:2], tmp_path)
-    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")}
+    import os
+
+    # the source first, then whatever the interpreter already searches (under qemu: the aarch64 site folder)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH"))
+                                                        if p)}  # fmt: skip
 
     def edgepack(*argv: str) -> subprocess.CompletedProcess:
         code = HIDE_ENGINE.format(module=missing)
