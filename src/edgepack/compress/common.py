@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-
 from edgepack import ops
 from edgepack.data import Dataset
 from edgepack.errors import ConfigError
 from edgepack.spec import ModelSpec
 from edgepack.tf import keras
-from edgepack.train.fit import RichProgress, to_float
+from edgepack.train.fit import RichProgress
 from edgepack.train.model import compile_model, kernel_names
 
 # the Keras layer classes that carry a kernel, from the one op table (Conv2D, DepthwiseConv2D, Dense, ...)
@@ -75,7 +73,3 @@ def fine_tune(
     history = model.fit(x, data.y_train, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
                         callbacks=callbacks)  # fmt: skip
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
-
-
-def as_float(x: np.ndarray, scale: float) -> np.ndarray:
-    return to_float(x, scale) if x.dtype == np.uint8 else x.astype(np.float32)

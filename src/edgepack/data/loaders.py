@@ -47,7 +47,7 @@ class Dataset:
 
     scale = 1.0 / 255.0
 
-    def model_inputs(self, x: np.ndarray, model: Any = None) -> np.ndarray:
+    def model_inputs(self, x: np.ndarray) -> np.ndarray:
         """uint8 pixels of this data -> the model's float input, as the model description says."""
         if self.model_spec is not None:
             return self.model_spec.preprocess_pixels(x)

@@ -77,7 +77,7 @@ def import_stage(model_path: str | Path, data: DataSettings, settings: ImportSet
     dataset = load(dataclasses.replace(data, image_size=size, color=Color.parse(color, "--color")))
     spec = _spec(raw, input_name, shape, size, color, settings, dataset, path, flavor)
     sample = spec.preprocess_pixels(dataset.x_test[:32])
-    imported = _finish(path, flavor, raw, sample, settings.allow_unsafe)
+    imported = _finish(path, flavor, raw, sample)
 
     from edgepack.train.fit import evaluate, weight_counts
 
@@ -118,7 +118,7 @@ def _open(path: Path, flavor: str, allow_unsafe: bool) -> Any:
     return _load_keras3(path, allow_unsafe)
 
 
-def _finish(path: Path, flavor: str, raw: Any, sample: Any, allow_unsafe: bool) -> Any:
+def _finish(path: Path, flavor: str, raw: Any, sample: Any) -> Any:
     from edgepack.model.keras_import import KerasImport, rebuild_keras3
 
     if flavor == "tf_keras":
