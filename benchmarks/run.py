@@ -13,6 +13,11 @@ results section (between the `bench-results` markers): one table per CPU kind me
     python benchmarks/run.py                      # the whole matrix (make bench)
     python benchmarks/run.py --run runs/demo      # benchmark an existing run directory, no training
     python benchmarks/run.py --readme-only        # rewrite the README's tables from benchmarks/results/*/
+
+Then the zoo row set (``--zoo``, default resnet8,mobilenet-v1; ``--zoo ''`` skips it): each model trained,
+compressed and exported the same way (``edgepack run --model NAME``), benchmarked at batch 1 and one thread, and
+written to benchmarks/results/<cpu>/zoo-NAME.json; the README gets one line per model (its recommended file and
+× floor) under each CPU's table. ``--zoo-run NAME=DIR`` benchmarks an existing run of that model instead.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from edgepack.bench.report import (  # noqa: E402
 from edgepack.files import atomic_write_json, atomic_write_text  # noqa: E402
 from edgepack.machine import cpu_model  # noqa: E402
 from edgepack.recipe import BenchSettings  # noqa: E402
+from edgepack.runtime.predictor import installed_engines  # noqa: E402
 
 README_START = "<!-- bench-results:start -->"
 README_END = "<!-- bench-results:end -->"
@@ -71,9 +77,10 @@ def edgepack(*args: str) -> None:
         raise SystemExit(f"edgepack {args[0]} failed with exit {code}")
 
 
-def make_run(out: Path) -> None:
+def make_run(out: Path, model: str = "seed-cnn") -> None:
     """A fresh run: the default recipe through train, compress and export (the matrix below is the bench)."""
-    edgepack("run", "--data", "mnist-5k", "--out", str(out), "--force", "-q", "--stages", "train,compress,export")
+    edgepack("run", "--data", "mnist-5k", "--model", model, "--out", str(out), "--force", "-q",
+             "--stages", "train,compress,export")  # fmt: skip
 
 
 def fingerprint(results: dict) -> str:
@@ -121,11 +128,41 @@ def readme_table(results: dict, max_drop: float) -> str:
     return "\n".join(lines).replace("\n\n\n", "\n\n")
 
 
+def zoo_table(files: list[Path], max_drop: float) -> str:
+    """One CPU's zoo lines: per model, the file recommended within ``max_drop`` of its own float baseline."""
+    lines = ["", "Zoo models on mnist-5k (`edgepack run --model NAME`, default recipe; batch 1, 1 thread):", "",
+             "| model | MACs | recommended file | runtime | precision | accuracy [95% CI] | p50 | × floor | gzip |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for f in files:
+        results = json.loads(f.read_text(encoding="utf-8"))
+        rec = recommend(results["results"], max_drop)
+        r = rec.row
+        model = results.get("zoo_model", f.stem.removeprefix("zoo-"))
+        if r is None:
+            lines.append(f"| {model} | | no file within {max_drop:g} point | | | | | | |")
+            continue
+        gz = f"{r['gzip_bytes'] / 1024:.1f} KB" if r.get("gzip_bytes") else "–"
+        macs = f"{r['macs'] / 1e6:.2f} M" if r.get("macs") else "–"
+        lines.append(f"| {model} | {macs} | {r['artifact']} | {r['runtime']} | {_precision(r)} | {_acc_ci(r)} | "
+                     f"{r['latency_us']['p50']:.1f} µs | {_num(r.get('floor_ratio'), '{:.2f}')} | {gz} |")  # fmt: skip
+    warnings = sorted({w for f in files for w in json.loads(f.read_text(encoding="utf-8")).get("warnings", [])})
+    lines += [""] + [f"> **WARNING** (zoo rows) — {w}" for w in warnings] if warnings else []
+    return "\n".join(lines)
+
+
 def all_tables(results_dir: Path, max_drop: float) -> tuple[str, list[str]]:
-    """The README section: one table per CPU kind with results under ``results_dir`` (<cpu>/results.json)."""
+    """The README section: one table per CPU kind with results under ``results_dir`` (<cpu>/results.json), and
+    its zoo lines (<cpu>/zoo-*.json) below it."""
     files = sorted(results_dir.glob("*/results.json"))
-    tables = [readme_table(json.loads(f.read_text(encoding="utf-8")), max_drop) for f in files]
-    return "\n\n".join(tables), [str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f) for f in files]
+    tables, sources = [], []
+    for f in files:
+        table = readme_table(json.loads(f.read_text(encoding="utf-8")), max_drop)
+        zoo = sorted(f.parent.glob("zoo-*.json"))
+        if zoo:
+            table += "\n" + zoo_table(zoo, max_drop)
+        tables.append(table)
+        sources += [str(g.relative_to(ROOT) if g.is_relative_to(ROOT) else g) for g in [f, *zoo]]
+    return "\n\n".join(tables), sources
 
 
 def update_readme(table: str, source: str) -> bool:
@@ -155,7 +192,23 @@ def main() -> int:
     p.add_argument("--max-accuracy-drop", type=float, default=1.0)
     p.add_argument("--no-readme", action="store_true", help="do not touch README.md")
     p.add_argument("--readme-only", action="store_true", help="only rewrite the README's tables from the results")
+    p.add_argument("--zoo", default="resnet8,mobilenet-v1", help="zoo models for the row set ('' for none)")
+    p.add_argument(
+        "--zoo-run",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="benchmark this existing run of zoo model NAME instead of making one",
+    )
+    p.add_argument("--no-seed", action="store_true", help="only the zoo row set (the seed CNN's table is kept)")
     args = p.parse_args()
+    zoo_runs = {}
+    for item in args.zoo_run:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            raise SystemExit(f"--zoo-run: got {item!r}; expected NAME=DIR")
+        zoo_runs[name] = Path(path)
+    zoo = [m for m in args.zoo.split(",") if m.strip()] + [m for m in zoo_runs if m not in args.zoo.split(",")]
     if args.readme_only:
         tables, sources = all_tables(args.results_dir, args.max_accuracy_drop)
         if not update_readme(tables, ", ".join(sources)):
@@ -167,27 +220,40 @@ def main() -> int:
     label = args.label or default_label()
     settings = BenchSettings(threads=args.threads, batch=args.batch, min_time=args.min_time, windows=args.windows,
                              label=label)  # fmt: skip
-    run_dir = args.run
-    if run_dir is None:
-        run_dir = args.run_dir
-        make_run(run_dir)
-    prepared = time.perf_counter() - start
-    results = run_bench([str(run_dir)], settings, resolve_runtimes(None), progress=lambda m: print(m, flush=True))
-    results["make_bench"] = {"seconds_total": round(time.perf_counter() - start, 1),
-                             "seconds_train_compress_export": round(prepared, 1), "run_dir": str(run_dir)}  # fmt: skip
-    results["headline_figures"] = headline_figures(results["results"], args.max_accuracy_drop)
-    out_json = args.results_dir / label / "results.json"
-    out_md = args.results_dir / label / "report.md"
-    atomic_write_json(out_json, results)
-    atomic_write_json(Path(run_dir) / "bench" / "results.json", results)
-    atomic_write_text(out_md, to_markdown(build_blocks([results], args.max_accuracy_drop, plots=False)))
-    table = readme_table(results, args.max_accuracy_drop)
+    written = []
+    if not args.no_seed:
+        run_dir = args.run
+        if run_dir is None:
+            run_dir = args.run_dir
+            make_run(run_dir)
+        prepared = time.perf_counter() - start
+        results = run_bench([str(run_dir)], settings, resolve_runtimes(None), progress=lambda m: print(m, flush=True))
+        results["make_bench"] = {"seconds_total": round(time.perf_counter() - start, 1),
+                                 "seconds_train_compress_export": round(prepared, 1), "run_dir": str(run_dir)}  # fmt: skip
+        results["headline_figures"] = headline_figures(results["results"], args.max_accuracy_drop)
+        out_json = args.results_dir / label / "results.json"
+        out_md = args.results_dir / label / "report.md"
+        atomic_write_json(out_json, results)
+        atomic_write_json(Path(run_dir) / "bench" / "results.json", results)
+        atomic_write_text(out_md, to_markdown(build_blocks([results], args.max_accuracy_drop, plots=False)))
+        print(readme_table(results, args.max_accuracy_drop))
+        print(json.dumps(results["headline_figures"], indent=2))
+        written += [out_json, out_md]
+    zoo_settings = BenchSettings(threads=(1,), batch=(1,), min_time=args.min_time, windows=args.windows, label=label)
+    for model in zoo:
+        run_dir = zoo_runs.get(model)
+        if run_dir is None:
+            run_dir = args.run_dir.with_name(f"bench-{model}")
+            make_run(run_dir, model)
+        results = run_bench([str(run_dir)], zoo_settings, installed_engines(), progress=lambda m: print(m, flush=True))
+        results["zoo_model"] = model
+        out_zoo = args.results_dir / label / f"zoo-{model}.json"
+        atomic_write_json(out_zoo, results)
+        written.append(out_zoo)
     tables, sources = all_tables(args.results_dir, args.max_accuracy_drop)
     if not args.no_readme and not update_readme(tables, ", ".join(sources)):
         print(f"README.md has no {README_START} ... {README_END} markers: table not written there")
-    print(table)
-    print(json.dumps(results["headline_figures"], indent=2))
-    print(f"\nwrote {out_json} and {out_md} in {time.perf_counter() - start:.0f} s")
+    print(f"\nwrote {', '.join(map(str, written))} in {time.perf_counter() - start:.0f} s")
     return 0
 
 

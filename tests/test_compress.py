@@ -182,7 +182,8 @@ def test_mnist_5k_prune_08_and_cluster_16_lose_at_most_one_point(tmp_path):
     from edgepack.pipeline import run_pipeline
     from edgepack.recipe import Recipe
 
-    run, _ = run_pipeline(Recipe(prune=PruneSettings(sparsity=0.8)), tmp_path / "run", progress=False)
+    recipe = Recipe(prune=PruneSettings(sparsity=0.8))
+    run, _ = run_pipeline(recipe, tmp_path / "run", progress=False, stages=("train", "compress"))
     arts = _compress(run.path, cluster=ClusterSettings(clusters=16))
 
     base = _baseline_accuracy(run.path)

@@ -4,8 +4,10 @@ budget rule, measurement warnings, non-overlapping plot labels; the first screen
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +91,33 @@ def test_busy_machine_and_unstable_floor_are_warned_about():
     assert "UNSTABLE FLOOR" in " ".join(_results(spread=0.25)["warnings"])
     md = to_markdown(build_blocks([_results(load=(1.6, 1.2, 0.9))], 0.5, plots=False))
     assert md.index("**WARNING** — BUSY MACHINE") < md.index("Which file to ship")
+
+
+def test_busy_is_decided_on_other_processes_cpu_when_sampled_not_on_the_load_average():
+    machine = _results(load=(1.6, 1.2, 0.9))["machine"]  # a busy-looking load average ...
+    quiet = {**machine, "state_start": {**machine["state_start"], "other_cpu": 0.05},
+             "state_end": {**machine["state_end"], "other_cpu": 0.1}}  # fmt: skip
+    assert measurement_warnings(quiet, {"spread": 0.01}) == []  # ... that was the bench's own stage before
+    burner = {**quiet, "state_end": {**quiet["state_end"], "other_cpu": 0.98}}
+    (warning,) = measurement_warnings(burner, {"spread": 0.01})
+    assert warning.startswith("BUSY MACHINE: other processes kept 0.98 cores at the end of the bench busy")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs Linux /proc")
+def test_other_cpu_sees_a_cpu_burning_process_and_not_this_process_itself():
+    import sys
+
+    from edgepack.machine import other_cpu
+
+    sum(i * i for i in range(2_000_000))  # this process's own work before the sample does not count
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = other_cpu(1.0)
+    finally:
+        burner.kill()
+        burner.wait()
+    assert busy is not None and busy >= 0.7  # one core burning (a shared machine may add more)
 
 
 def test_mixed_files_are_labelled_mixed_with_their_float_layers_in_the_report():

@@ -120,7 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from edgepack.manifest import RunDir
 
     data_settings = _data_settings(args)
-    train_settings = _train_settings(args)
+    train_settings = _train_settings(args, Recipe.default(args.model).train)  # a zoo model's default epochs
     cluster = _cluster(args)
     if cluster is None or cluster.is_chief:
         RunDir.check_target(args.out, args.force)  # before loading data: fail fast, write nothing
@@ -137,7 +137,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from edgepack.manifest import RunDir
 
-    recipe = Recipe.from_toml(args.recipe) if args.recipe else Recipe.default()
+    recipe = Recipe.from_toml(args.recipe) if args.recipe else Recipe.default(args.model)
     recipe = _replace(recipe, {"data": _data_settings(args, recipe.data), "train": _train_settings(args, recipe.train)})
     steering = _given(args, max_drop="max_drop", tflite_quantizer="tflite_quantizer")  # issue 16
     if steering:

@@ -27,7 +27,8 @@ class _Graph:
     """The compute-relevant view of a model, common to both formats."""
 
     ops: list[str] = field(default_factory=list)
-    kernels: list[tuple[np.ndarray, int]] = field(default_factory=list)  # (weights of Conv/Dense, zero point)
+    # (weights of Conv/Dense, zero point: one value or one per output channel)
+    kernels: list[tuple[np.ndarray, int | np.ndarray]] = field(default_factory=list)
     params: int = 0
     macs: int | None = 0  # None: some MAC-carrying op has a shape that cannot be known (dynamic dimensions)
     uncounted: list[str] = field(default_factory=list)  # the ops whose MACs could not be counted, and why
@@ -328,10 +329,11 @@ def _read_onnx(path: Path, input_shape: Sequence[int] | None = None) -> _Graph:
         zp_index = {"QLinearConv": 5, "QLinearMatMul": 5, "QGemm": 5, "ConvInteger": 3, "MatMulInteger": 3}
         if name in inits:
             z = node.input[zp_index[node.op_type]] if len(node.input) > zp_index.get(node.op_type, 99) else ""
-            return inits[name], _scalar_zero_point(inits.get(z))
+            return inits[name], _zero_points(inits[name], inits.get(z))
         src = producers.get(name)
         if src is not None and src.op_type == "DequantizeLinear" and src.input[0] in inits:
-            return inits[src.input[0]], _scalar_zero_point(inits.get(src.input[2]) if len(src.input) > 2 else None)
+            w = inits[src.input[0]]
+            return w, _zero_points(w, inits.get(src.input[2]) if len(src.input) > 2 else None)
         return None
 
     shapes = _onnx_shapes(model, inits, input_shape)
@@ -350,11 +352,20 @@ def _read_onnx(path: Path, input_shape: Sequence[int] | None = None) -> _Graph:
     return g
 
 
-def _scalar_zero_point(zp: np.ndarray | None) -> int:
-    """The zero point of a kernel, when one value holds for all of it (per-channel symmetric int8: 0)."""
-    if zp is None or zp.size == 0 or not np.all(zp == np.ravel(zp)[0]):
+def _zero_points(w: np.ndarray, zp: np.ndarray | None) -> int | np.ndarray:
+    """The zero point(s) of kernel ``w``, shaped to compare with it: one value, or one per output channel (axis 0
+    of a conv kernel, the last axis of a MatMul's B) as ORT's per-channel uint8 weights have (float 0 is stored
+    as its channel's zero point, which differs per channel)."""
+    if zp is None or zp.size == 0:
         return 0
-    return int(np.ravel(zp)[0])
+    flat = np.ravel(zp).astype(np.int64)
+    if np.all(flat == flat[0]):
+        return int(flat[0])
+    if w.ndim >= 2 and flat.size == w.shape[0]:
+        return flat.reshape((-1,) + (1,) * (w.ndim - 1))
+    if w.ndim >= 2 and flat.size == w.shape[-1]:
+        return flat
+    return 0
 
 
 def _onnx_precision(graph: Any, inits: dict[str, np.ndarray]) -> str:

@@ -87,9 +87,12 @@ def machine_info(label: str | None = None) -> dict:
 GOVERNOR = "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"
 
 
-def machine_state() -> dict:
+def machine_state(sample: float = 0.0) -> dict:
     """What may disturb a measurement right now: the 1/5/15-minute load averages and the CPU frequency governor
-    (None where the system does not expose them, e.g. in many containers)."""
+    (None where the system does not expose them, e.g. in many containers). With ``sample`` seconds, also
+    ``other_cpu``: the cores that *other* processes kept busy during that many seconds (Linux /proc). The load
+    average cannot say that: it is a one-minute average that counts this process and what it just ran (an
+    export stage before the bench, a floor measurement)."""
     try:
         load = [round(v, 2) for v in os.getloadavg()]
     except OSError:
@@ -99,4 +102,38 @@ def machine_state() -> dict:
             governor = f.read().strip() or None
     except OSError:
         governor = None
-    return {"load_avg": load, "governor": governor}
+    state = {"load_avg": load, "governor": governor}
+    if sample > 0:
+        state["other_cpu"] = other_cpu(sample)
+    return state
+
+
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy ticks of all CPUs, busy ticks of this process's threads) from /proc; None off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        with open("/proc/self/stat", encoding="ascii") as f:
+            own = f.read().rpartition(")")[2].split()  # after the command name, which may hold spaces
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal; guest is inside user
+    return busy, int(own[11]) + int(own[12])  # utime + stime of every thread of this process
+
+
+def other_cpu(seconds: float = 1.0) -> float | None:
+    """Cores kept busy by other processes over the next ``seconds`` (this process sleeps meanwhile): 0.0 on a
+    quiet machine, about 1.0 beside one CPU-burning process. None where /proc is not readable."""
+    import time
+
+    first = _cpu_ticks()
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    second = _cpu_ticks()
+    elapsed = time.monotonic() - t0
+    if first is None or second is None or elapsed <= 0:
+        return None
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    others = (second[0] - first[0]) - (second[1] - first[1])
+    return round(max(others, 0) / hz / elapsed, 2)

@@ -346,12 +346,13 @@ def _bench_keras(targets: list[Target], settings: BenchSettings, progress: Any) 
     models = [{"name": t.name, "path": str(t.file), "model_spec": t.model_spec} for t in with_eval]
     by_name = {t.name: t for t in with_eval}
     x, _ = _eval_set(with_eval[0])
-    light = settings.keras_light  # the demo: a reference line, not a benchmark of Keras
-    cold_for = [t for t in with_eval if not light or t.name == "baseline"] or with_eval[:1]
-    colds = {t.name: cold_start(t.file, "keras", settings.threads[0],
-                                ModelSpec.from_dict(t.model_spec).preprocess_pixels(x[:1]) if t.model_spec else x[:1])
-             for t in cold_for}  # fmt: skip
-    none = {k: None for k in next(iter(colds.values()))}
+    light = settings.keras_light  # the demo: a reference line, not a benchmark of Keras (and no cold start:
+    # a fresh TensorFlow process costs 10-30 s on 2 cores, a sixth of the demo, for a figure nobody ships)
+    colds = {} if light else {
+        t.name: cold_start(t.file, "keras", settings.threads[0],
+                           ModelSpec.from_dict(t.model_spec).preprocess_pixels(x[:1]) if t.model_spec else x[:1])
+        for t in with_eval}  # fmt: skip
+    none = {"cold_start_ms": None, "cold_start_process_ms": None, "peak_rss_mb": None}
     rows = []
     for threads in settings.threads[:1] if light else settings.threads:
         progress(f"Keras reference rows, threads={threads} ({len(models)} models{', light' if light else ''})")
@@ -427,7 +428,7 @@ def run_bench(inputs: list[str], settings: BenchSettings, runtimes: tuple[str, .
     if skipped:
         log.info("not in --runtimes %s: %s", ",".join(runtimes), ", ".join(skipped))
     started = _dt.datetime.now(_dt.timezone.utc)
-    state_start = machine_state()
+    state_start = machine_state(sample=1.0)
     say("measuring the compute floor (fp32 and int8 GEMM on one core)")
     if floor is None:  # under qemu a 1024^3 GEMM takes minutes and its rate means nothing: one small size
         floor = measure_floor(sizes=(256,), windows=1) if machine_info().get("emulated") else measure_floor()
@@ -444,7 +445,7 @@ def run_bench(inputs: list[str], settings: BenchSettings, runtimes: tuple[str, .
     _fill_macs(rows, targets)
     _fill_floor(rows, floor)
     _fill_intervals(rows)
-    machine = {**machine_info(settings.label), "state_start": state_start, "state_end": machine_state()}
+    machine = {**machine_info(settings.label), "state_start": state_start, "state_end": machine_state(sample=1.0)}
     from edgepack.bench.floor import measurement_warnings
 
     return {

@@ -23,6 +23,7 @@ SIZES = (256, 512, 1024)  # square GEMMs; the best rate over these sizes is the 
 TARGET_SPREAD = 0.03  # windows are added until the best ``windows`` of them agree within 3% ...
 MAX_WINDOWS = 12  # ... or this many were timed: then the best window stands and the spread is recorded
 BUSY_LOAD = 0.5  # load average per core above which a bench run is flagged as measured on a busy machine
+BUSY_OTHER = 0.25  # cores per core that other processes keep busy, above which a bench run is flagged as busy
 LARGE_SPREAD = 0.10  # floor spread above which the floor is flagged as unstable
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 
@@ -167,16 +168,28 @@ def measure_floor(min_time: float = 0.3, windows: int = 3, sizes: tuple[int, ...
 
 
 def measurement_warnings(machine: dict[str, Any], floor: dict[str, Any] | None) -> list[str]:
-    """Why a run's figures may not be the machine's: busy at the start or end (load average over BUSY_LOAD per
-    core), or a compute floor whose best windows disagree by more than LARGE_SPREAD."""
+    """Why a run's figures may not be the machine's: busy at the start or end, or a compute floor whose best
+    windows disagree by more than LARGE_SPREAD. Busy is decided on what other processes used during a one-second
+    sample (over BUSY_OTHER cores per core) where the bench took one; on the 1-minute load average (over
+    BUSY_LOAD per core) otherwise, which also counts the bench's own process and the stage before it."""
     out = []
     cores = machine.get("cores") or 1
-    loads = {w: (machine.get(f"state_{w}") or {}).get("load_avg") for w in ("start", "end")}
-    busy = {w: v[0] for w, v in loads.items() if v and v[0] > BUSY_LOAD * cores}
-    if busy:
-        seen = ", ".join(f"{v:.2f} at the {w}" for w, v in busy.items())
-        out.append(f"BUSY MACHINE: 1-minute load average {seen} of the bench on {cores} cores (> {BUSY_LOAD:g} per "
-                   "core): latencies and the floor may be inflated; rerun on a quiet machine for figures to quote")  # fmt: skip
+    states = {w: machine.get(f"state_{w}") or {} for w in ("start", "end")}
+    if any(s.get("other_cpu") is not None for s in states.values()):
+        busy = {w: s["other_cpu"] for w, s in states.items() if (s.get("other_cpu") or 0) > BUSY_OTHER * cores}
+        if busy:
+            seen = ", ".join(f"{v:.2f} cores at the {w}" for w, v in busy.items())
+            out.append(f"BUSY MACHINE: other processes kept {seen} of the bench busy on {cores} cores (> "
+                       f"{BUSY_OTHER * cores:g}): latencies and the floor may be inflated; rerun on a quiet machine "
+                       "for figures to quote")  # fmt: skip
+    else:
+        loads = {w: s.get("load_avg") for w, s in states.items()}
+        busy = {w: v[0] for w, v in loads.items() if v and v[0] > BUSY_LOAD * cores}
+        if busy:
+            seen = ", ".join(f"{v:.2f} at the {w}" for w, v in busy.items())
+            out.append(f"BUSY MACHINE: 1-minute load average {seen} of the bench on {cores} cores (> {BUSY_LOAD:g} "
+                       "per core): latencies and the floor may be inflated; rerun on a quiet machine for figures to "
+                       "quote")  # fmt: skip
     spread = (floor or {}).get("spread")
     if spread is not None and spread > LARGE_SPREAD:
         out.append(f"UNSTABLE FLOOR: the compute floor's best windows differ by {spread:.0%} (> "
