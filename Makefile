@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/edgepack run --out runs/demo --force
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not arm64" -q
+	$(BIN)/python -m pytest -m "not slow and not arm64" -q --durations=25
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -97,6 +97,30 @@ def test_qgemm_qlinear_and_integer_ops_count_like_their_float_forms(tmp_path):
     assert describe(qlinear)["params"] == conv_w.size  # scales and zero points are metadata
 
 
+def test_per_channel_uint8_zero_points_count_each_channels_zeros(tmp_path):
+    """ORT's per-channel uint8 weights (the dynamic ONNX file) store float 0 as each output channel's own zero
+    point: a zero is a weight equal to its channel's zero point, on the channel axis of the op's kernel."""
+    from onnx import TensorProto, helper
+
+    from edgepack.inspect import describe
+
+    u8 = TensorProto.UINT8
+    zp = np.arange(100, 116, dtype=np.uint8)  # 16 output channels, 16 different zero points
+    w = np.repeat(zp, 8 * 9).reshape(16, 8, 3, 3)  # every weight at its channel's zero point ...
+    w[:, :4] += 1  # ... but half of each channel's input slices
+    cint = helper.make_node("ConvInteger", ["x", "w", "zx", "zw"], ["y"])
+    conv = _save(tmp_path, [cint], [_vi("x", [1, 8, 6, 6], u8)], [_vi("y", [1, 16, 4, 4], TensorProto.INT32)],
+                 {"w": w, "zx": np.uint8(128), "zw": zp}, "convint_pc")  # fmt: skip
+    assert describe(conv)["kernel_zeros"] == w.size // 2
+    zn = np.arange(120, 130, dtype=np.uint8)  # MatMulInteger B is (K, N): its channels are the columns
+    b = np.tile(zn, (64, 1))
+    b[:16] += 1
+    mmi = helper.make_node("MatMulInteger", ["x", "b", "zx", "zb"], ["y"])
+    matmul = _save(tmp_path, [mmi], [_vi("x", [1, 64], u8)], [_vi("y", [1, 10], TensorProto.INT32)],
+                   {"b": b, "zx": np.uint8(128), "zb": zn}, "mmint_pc")  # fmt: skip
+    assert describe(matmul)["kernel_zeros"] == 48 * 10
+
+
 def test_grouped_and_depthwise_conv_macs(tmp_path):
     from onnx import helper
 

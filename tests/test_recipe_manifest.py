@@ -34,6 +34,24 @@ def test_default_recipe_is_baseline_prune_then_qat():
     assert recipe.qat is not None
 
 
+def test_zoo_models_get_their_recipe_defaults_and_the_seed_cnn_default_is_unchanged():
+    from edgepack.recipe import MODEL_RECIPE_DEFAULTS, TrainSettings
+
+    assert Recipe.default() == Recipe.default("seed-cnn")
+    assert Recipe.default().prune.sparsity == 0.8
+    assert Recipe.default().train == TrainSettings()
+    for name, changes in MODEL_RECIPE_DEFAULTS.items():
+        recipe = Recipe.default(name)
+        assert recipe.train.model.value == name
+        for section, values in changes.items():
+            for key, value in values.items():
+                assert getattr(getattr(recipe, section), key) == value
+    assert Recipe.default("ds-cnn").prune.sparsity == 0.5
+    assert Recipe.default("resnet8").prune.sparsity == 0.8  # resnet8 passes every gate at the seed CNN's 0.8
+    with pytest.raises(ConfigError, match="--model: unknown value 'vgg'"):
+        Recipe.default("vgg")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
