@@ -246,3 +246,28 @@ def test_compress_without_a_trained_model_exits_2(tmp_path, capsys):
 def test_prune_settings_reject_an_unsupported_pattern():
     with pytest.raises(ConfigError, match="supported patterns: 2:4"):
         PruneSettings(m_by_n="3:4")
+
+
+def test_stats_see_the_kernel_of_a_quantized_layer_without_bias():
+    """A QAT wrapper keeps a layer's kernel in its own _weight_vars; a conv with use_bias=False (the usual
+    conv -> BatchNormalization) then has no weight left in the inner layer, and was dropped from the statistics
+    (found by the foreign-model chain: `compress --prune 0.5 --qat` failed with KeyError on its stem conv)."""
+    import tensorflow_model_optimization as tfmot
+
+    from edgepack.compress.stats import effective_weights, model_stats
+    from edgepack.tf import keras
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, use_bias=False, name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="head")(x))
+    kernel = model.get_layer("stem").get_weights()[0]
+    kernel[..., :2] = 0.0  # half the kernel pruned
+    model.get_layer("stem").set_weights([kernel])
+    qat = tfmot.quantization.keras.quantize_model(model)
+    weights = effective_weights(qat)
+    assert set(weights) >= {"stem", "stem_bn", "head"}
+    assert weights["stem"]["kernel"].shape == kernel.shape
+    assert model_stats(qat, ("stem",))["layers"]["stem"]["sparsity"] >= 0.5  # fake-quant may zero tiny weights too

@@ -60,3 +60,21 @@ def test_bad_training_settings_are_rejected_not_clamped(kwargs, message):
 
     with pytest.raises(ConfigError, match=message):
         TrainSettings(**kwargs)
+
+
+@pytest.mark.parametrize(("units", "activation", "kind", "loss", "from_logits"), [
+    (2, "softmax", "probabilities", "SparseCategoricalCrossentropy", False),  # an imported 2-unit softmax head
+    (1, "sigmoid", "sigmoid", "BinaryCrossentropy", False),  # edgepack's own 2-class head
+    (2, None, "logits", "SparseCategoricalCrossentropy", True),
+])  # fmt: skip
+def test_training_loss_follows_the_models_head_not_the_class_count(units, activation, kind, loss, from_logits):
+    from edgepack.tf import keras
+    from edgepack.train.model import compile_model
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(units, activation=activation)(inputs))
+    compile_model(model, 2, 1e-3, kind)
+    assert type(model.loss).__name__ == loss
+    assert model.loss.get_config()["from_logits"] is from_logits
+    x, y = np.random.default_rng(0).random((8, 4), np.float32), np.array([0, 1] * 4)
+    assert np.isfinite(model.fit(x, y, epochs=1, verbose=0).history["loss"][0])  # labels and head fit together

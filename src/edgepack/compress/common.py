@@ -65,7 +65,8 @@ def fine_tune(
 ) -> dict[str, list[float]]:
     """Compile with the training loss and fit on the run's training split (preprocessed as the model
     description says); returns the history."""
-    compile_model(model, data.n_classes, learning_rate)
+    described = spec if spec is not None else getattr(data, "model_spec", None)
+    compile_model(model, data.n_classes, learning_rate, described.output_kind if described is not None else None)
     callbacks = list(callbacks or [])
     if progress:
         callbacks.append(RichProgress(description, steps_per_epoch(len(data.y_train), batch_size), epochs))

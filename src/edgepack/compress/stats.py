@@ -32,10 +32,11 @@ def effective_weights(model: keras.Model) -> dict[str, dict[str, np.ndarray]]:
     out: dict[str, dict[str, np.ndarray]] = {}
     for layer in model.layers:
         inner = _inner(layer)
-        if not inner.weights or type(layer).__name__ == "QuantizeLayer":
+        quantized = _is_quantize_wrapper(layer)  # its kernel is in the wrapper's _weight_vars, not inner.weights
+        if type(layer).__name__ == "QuantizeLayer" or not (inner.weights or quantized and layer._weight_vars):
             continue
         arrays = {_short(w.name): w.numpy() for w in inner.weights}
-        if _is_quantize_wrapper(layer):
+        if quantized:  # a layer without bias (use_bias=False before a BatchNormalization) has no other weight
             for weight, quantizer, qvars in layer._weight_vars:
                 arrays[_short(weight.name)] = np.asarray(quantizer(weight, training=False, weights=qvars))
         # keep only the layer's own parameters (kernel, bias, BN stats...), not quantizer/optimizer state

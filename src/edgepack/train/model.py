@@ -47,8 +47,27 @@ def build_seed_cnn(input_shape: tuple[int, int, int], n_classes: int) -> keras.M
     )
 
 
-def compile_model(model: keras.Model, n_classes: int, learning_rate: float = 1e-3) -> keras.Model:
-    """Adam with the head's loss and accuracy as the metric (used for training and fine-tuning)."""
-    _, _, loss = head_for(n_classes)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=loss, metrics=["accuracy"])
+def compile_model(model: keras.Model, n_classes: int, learning_rate: float = 1e-3,
+                  output_kind: str | None = None) -> keras.Model:  # fmt: skip
+    """Adam with the loss of the model's own head and accuracy as the metric (training and fine-tuning).
+
+    The head is read from the model (its output columns) and ``output_kind`` (the model description's:
+    probabilities, sigmoid or logits; None: probabilities, or sigmoid for one column), not from the class count:
+    an imported 2-class model may end in a 2-unit softmax, and logits need ``from_logits``."""
+    from edgepack.errors import ConfigError
+
+    units = int(model.output_shape[-1]) if not isinstance(model.output_shape, list) else 0
+    if output_kind == "raw" or units == 0:
+        raise ConfigError(f"model {model.name!r}: a model with raw or several outputs has no classification loss to "
+                          "train or fine-tune with; export it as it is")  # fmt: skip
+    logits = output_kind == "logits"
+    if units == 1:
+        loss = keras.losses.BinaryCrossentropy(from_logits=logits)
+        metric = keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0 if logits else 0.5)
+    else:
+        if units != n_classes:
+            raise ConfigError(f"model {model.name!r}: {units} output columns for {n_classes} classes")
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
+        metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=loss, metrics=[metric])
     return model
