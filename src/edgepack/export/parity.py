@@ -1,8 +1,9 @@
 """The parity gate: every exported file, run in its own runtime, against the Keras model it came from.
 
-Tolerances are data, per precision. Float files (fp32, fp16 weights, dynamic-range) are held to a max |Δ|
-of the output probabilities; files that compute in int8 are held to top-1 agreement and the change of test
-accuracy, because an absolute tolerance means nothing after activation quantization.
+Tolerances are data, per precision. Float files (fp32, fp16 weights) are held to a max |Δ| of the output
+probabilities; files that compute in int8 (int8, and dynamic-range, whose activations are quantized at run time)
+are held to top-1 agreement and the change of test accuracy, because an absolute tolerance means nothing after
+activation quantization.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ class Tolerance:
 # fp16: weights rounded to 11 significant bits (relative error <= 2^-11 ~ 4.9e-4 each); through two convs
 #   and two dense layers that moves softmax outputs by up to ~1e-3 (measured 5.3e-4 on mnist-5k, 1000
 #   test digits); 5e-3 is ~10x that, still far below a changed answer.
-# dynamic: weights int8 per tensor and activations quantized per batch at run time, so outputs move by a
-#   few 1e-2 on borderline digits (measured 1.4e-2 LiteRT, 1.5e-2 ORT on mnist-5k); 0.1 catches a broken
-#   file, and since the answer is what matters it is also held to the int8 rules.
+# dynamic: 8-bit weights and activations quantized per batch at run time: it computes in int8, so it is
+#   judged like int8 (and w4). It also had max |Δ| <= 0.1, set on the seed CNN (1.4e-2 LiteRT, 1.5e-2 ORT on
+#   mnist-5k); deeper nets move more through 8-10 requantized layers (ds-cnn on a 32x32 RGB folder: ORT
+#   dynamic 0.104 with top-1 agreement 0.997 and -0.1 point, while its static int8 files, with no absolute
+#   bound, passed at 0.053-0.085), so the bound failed good files and caught nothing agreement does not.
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_abs_diff=1e-4),
     "fp16": Tolerance(max_abs_diff=5e-3),
-    "dynamic": Tolerance(max_abs_diff=0.1, min_top1_agreement=0.98, max_accuracy_drop=1.0),
+    "dynamic": Tolerance(min_top1_agreement=0.98, max_accuracy_drop=1.0),
     "int8": Tolerance(min_top1_agreement=0.98, max_accuracy_drop=1.0),
     # a16w8 (int16 activations) and w4 (4-bit Dense weights, activations quantized at run time): judged like int8
     "a16w8": Tolerance(min_top1_agreement=0.98, max_accuracy_drop=1.0),
