@@ -163,7 +163,11 @@ def _fake_run(root: Path, qat: bool) -> Path:
              "metrics": {"gzip_bytes": 40_000, "size_bytes": 240_000, "gzip_ratio_vs_baseline_tflite": 20.9}},
             {"name": "qat-tflite-int8", "stage": "export", "format": "tflite", "precision": "int8", "parent": "qat",
              "path": "export/qat-tflite-int8.tflite", "settings": {"from_qat": True},
-             "metrics": {"gzip_bytes": 30_000, "size_bytes": 240_000, "gzip_ratio_vs_baseline_tflite": 27.8}}]  # fmt: skip
+             "metrics": {"gzip_bytes": 30_000, "size_bytes": 240_000, "gzip_ratio_vs_baseline_tflite": 27.8}},
+            # a mixed pruned-tflite-int8 gets an all-int8 twin for microcontrollers: not the trial's file
+            {"name": "pruned-tflite-int8-mcu", "stage": "export", "format": "tflite", "precision": "int8",
+             "parent": "pruned", "path": "export/pruned-tflite-int8-mcu.tflite", "settings": {"mcu": True},
+             "metrics": {"gzip_bytes": 39_000, "size_bytes": 239_000, "gzip_ratio_vs_baseline_tflite": 21.4}}]  # fmt: skip
     rows = [{"artifact": a["name"], "runtime": rt, "threads": t, "batch": b, "accuracy": acc,
              "latency_us": {"p50": lat * t * b}}
             for a, acc, lat in ((arts[2], 0.971, 30.0), (arts[3], 0.962, 25.0))

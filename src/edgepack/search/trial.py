@@ -104,7 +104,9 @@ def chosen_artifact(manifest: dict[str, Any], config: dict[str, Any]) -> dict[st
     fmt = FORMAT_OF[config["runtime"]]
     quant = quantization_of(config)
     arts = manifest["artifacts"]
-    exports = [a for a in arts if a["stage"] == "export" and a["format"] == fmt]
+    # the host's file: not the all-int8 twin a mixed .tflite gets for microcontrollers (settings.mcu)
+    exports = [a for a in arts if a["stage"] == "export" and a["format"] == fmt
+               and not a.get("settings", {}).get("mcu")]  # fmt: skip
     if quant == "qat":
         found = [a for a in exports if a.get("settings", {}).get("from_qat")]
     else:
