@@ -176,20 +176,18 @@ def measurement_warnings(machine: dict[str, Any], floor: dict[str, Any] | None) 
     cores = machine.get("cores") or 1
     states = {w: machine.get(f"state_{w}") or {} for w in ("start", "end")}
     if any(s.get("other_cpu") is not None for s in states.values()):
-        busy = {w: s["other_cpu"] for w, s in states.items() if (s.get("other_cpu") or 0) > BUSY_OTHER * cores}
-        if busy:
-            seen = ", ".join(f"{v:.2f} cores at the {w}" for w, v in busy.items())
-            out.append(f"BUSY MACHINE: other processes kept {seen} of the bench busy on {cores} cores (> "
-                       f"{BUSY_OTHER * cores:g}): latencies and the floor may be inflated; rerun on a quiet machine "
-                       "for figures to quote")  # fmt: skip
+        seen = {w: s.get("other_cpu") for w, s in states.items()}
+        what, limit, unit, verb = "other processes kept", BUSY_OTHER * cores, " cores", " busy"
+        rule = f"> {limit:g}"
     else:
-        loads = {w: s.get("load_avg") for w, s in states.items()}
-        busy = {w: v[0] for w, v in loads.items() if v and v[0] > BUSY_LOAD * cores}
-        if busy:
-            seen = ", ".join(f"{v:.2f} at the {w}" for w, v in busy.items())
-            out.append(f"BUSY MACHINE: 1-minute load average {seen} of the bench on {cores} cores (> {BUSY_LOAD:g} "
-                       "per core): latencies and the floor may be inflated; rerun on a quiet machine for figures to "
-                       "quote")  # fmt: skip
+        seen = {w: (s.get("load_avg") or [None])[0] for w, s in states.items()}
+        what, limit, unit, verb = "1-minute load average", BUSY_LOAD * cores, "", ""
+        rule = f"> {BUSY_LOAD:g} per core"
+    busy = {w: v for w, v in seen.items() if v is not None and v > limit}
+    if busy:
+        text = ", ".join(f"{v:.2f}{unit} at the {w}" for w, v in busy.items())
+        out.append(f"BUSY MACHINE: {what} {text} of the bench{verb} on {cores} cores ({rule}): latencies and the floor "
+                   "may be inflated; rerun on a quiet machine for figures to quote")  # fmt: skip
     spread = (floor or {}).get("spread")
     if spread is not None and spread > LARGE_SPREAD:
         out.append(f"UNSTABLE FLOOR: the compute floor's best windows differ by {spread:.0%} (> "

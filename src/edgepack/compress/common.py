@@ -65,7 +65,7 @@ def fine_tune(
 ) -> dict[str, list[float]]:
     """Compile with the training loss and fit on the run's training split (preprocessed as the model
     description says); returns the history."""
-    described = spec if spec is not None else getattr(data, "model_spec", None)
+    described = spec if spec is not None else data.model_spec
     compile_model(model, data.n_classes, learning_rate, described.output_kind if described is not None else None)
     callbacks = list(callbacks or [])
     if progress:

@@ -20,18 +20,19 @@ def kernels_of(layer: keras.layers.Layer) -> list:
     return [getattr(layer, name) for name in kernel_names(layer)]
 
 
-def head_for(n_classes: int) -> tuple[int, str, str]:
-    """(units, activation, loss) of the output layer: sigmoid for two classes, softmax for more."""
+def head_for(n_classes: int) -> tuple[int, str]:
+    """(units, activation) of the output layer edgepack builds: sigmoid for two classes, softmax for more (the
+    loss is chosen from the model's head by compile_model)."""
     if n_classes < 2:
         raise ValueError(f"n_classes: got {n_classes}; need at least 2")
     if n_classes == 2:
-        return 1, "sigmoid", "binary_crossentropy"
-    return n_classes, "softmax", "sparse_categorical_crossentropy"
+        return 1, "sigmoid"
+    return n_classes, "softmax"
 
 
 def build_seed_cnn(input_shape: tuple[int, int, int], n_classes: int) -> keras.Model:
     """Conv32 -> Pool -> Conv64 -> Pool -> Flatten -> Dense128 -> Dense(1 sigmoid | N softmax)."""
-    units, activation, _ = head_for(n_classes)
+    units, activation = head_for(n_classes)
     return keras.Sequential(
         [
             keras.layers.InputLayer(input_shape=tuple(input_shape), name="image"),

@@ -82,7 +82,7 @@ def _bn_relu(x, name: str):
 
 def _head(x, n_classes: int):
     """Average over the whole last map (the reference's AveragePooling2D), Flatten, Dense."""
-    units, activation, _ = head_for(n_classes)
+    units, activation = head_for(n_classes)
     x = keras.layers.AveragePooling2D(pool_size=tuple(int(d) for d in x.shape[1:3]), name="pool")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     return keras.layers.Dense(units, activation=activation, kernel_initializer="he_normal", name="output")(x)
