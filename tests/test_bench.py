@@ -28,11 +28,17 @@ SEED_CNN_MACS = 2_631_040  # DESIGN.md: 2.63 M multiply-adds for 28x28x1 input, 
 def test_sleep_based_fake_model_measures_the_time_it_sleeps_within_10_percent():
     sleep_s = 0.005
 
+    start = time.perf_counter()
     timing = time_call(lambda: time.sleep(sleep_s), min_time=0.1, windows=3, warmup_time=0.01)
+    elapsed = time.perf_counter() - start
 
     assert timing.p50 == pytest.approx(sleep_s * 1e6, rel=0.10)
-    assert timing.throughput_per_s == pytest.approx(1 / sleep_s, rel=0.10)
+    # throughput is calls per second of call time: the inverse of the mean call (exactly, for the median of 3
+    # windows); a sleep never undershoots, so it cannot pass 1/sleep_s, and the calls fit in the wall time taken
+    assert timing.throughput_per_s == pytest.approx(1e6 / timing.mean, rel=1e-9)
+    assert timing.throughput_per_s <= 1 / sleep_s
     assert timing.n >= 3 * 15  # each 0.1 s window holds ~20 calls of 5 ms
+    assert timing.n * sleep_s <= elapsed
 
 
 def test_latency_percentiles_are_ordered_and_counted():
@@ -147,6 +153,22 @@ def test_floor_is_below_every_measured_latency(tflite_results):
     for r in tflite_results["results"]:
         assert 0 < r["floor_us"] < r["latency_us"]["min"]
         assert 0 < r["pct_of_floor"] < 100
+
+
+def test_a_row_faster_than_its_floor_makes_the_bench_measure_the_floor_again(tflite_model, floor):
+    from edgepack.bench.core import run_bench
+
+    slow = {**floor, "fp32_macs_per_s": 1e6, "int8_macs_per_s": 1e6}  # a floor "measured" on a stalled core
+    settings = BenchSettings(threads=(1,), batch=(1,), min_time=0.02, windows=1, label="test")
+    results = run_bench([str(tflite_model)], settings, ("litert",), floor=slow)
+
+    again = results["floor"]["remeasured"]
+    assert again["because"] == ["baseline-tflite-fp32 litert t1 b1"]
+    assert again["first"]["fp32"] == 1e6 and again["second"]["fp32"] > 1e8
+    assert results["floor"]["fp32_macs_per_s"] == again["second"]["fp32"]
+    (row,) = results["results"]
+    assert 0 < row["floor_us"] < row["latency_us"]["min"]
+    assert not any(w.startswith("FLOOR BEATEN") for w in results["warnings"])
 
 
 # -- reports ---------------------------------------------------------------------------------------------------
