@@ -66,9 +66,11 @@ def test_interleaved_timing_of_two_calls_measures_each_and_their_ratio():
 
 
 def test_batch_size_scales_throughput_not_latency():
-    timing = time_call(lambda: time.sleep(0.002), batch=32, min_time=0.05, windows=2, warmup_time=0.0)
+    timing = time_call(lambda: time.sleep(0.002), batch=32, min_time=0.05, windows=3, warmup_time=0.0)
 
-    assert timing.throughput_per_s == pytest.approx(32 / 0.002, rel=0.15)
+    assert timing.p50 == pytest.approx(2000, rel=0.5)  # the call's latency, not divided by the batch
+    assert timing.throughput_per_s == pytest.approx(32 * 1e6 / timing.mean, rel=1e-9)  # samples per second
+    assert timing.throughput_per_s <= 32 / 0.002
 
 
 def test_hand_built_integer_gemm_graph_computes_the_true_product():
