@@ -5,9 +5,10 @@ I/O binding, bound once per input shape to a preallocated input and output buffe
 the input buffer, runs the binding (the C++ call itself when the binding exposes it) and returns a copy of the
 output buffer. Measured on the seed CNN: ~2 µs less per call than binding the input anew, and ~3.5 µs less than
 ``session.run``, which allocates the output and checks the feed in Python.
-LiteRT: an interpreter is not thread-safe, so a pool hands each concurrent caller its own interpreter (made from
-the same bytes); each interpreter is resized only when the batch size it last ran changes. A call goes to the
-interpreter's C++ SetTensor/Invoke/GetTensor when the wrapper exposes them (the public methods otherwise). Engines are imported
+LiteRT: an interpreter is not thread-safe, so each thread runs its own (made from the same bytes on its first call),
+resized only when the batch size it last ran changes. A call goes to the interpreter's C++ SetTensor/Invoke/GetTensor
+when the wrapper exposes them (the public methods otherwise); ``predict`` writes its input straight into the input
+tensor's memory instead of SetTensor copying it there. Engines are imported
 here, lazily: loading a .tflite never imports onnxruntime and vice versa.
 """
 
@@ -17,7 +18,6 @@ import contextlib
 import os
 import sys
 import threading
-from collections import deque
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -194,14 +194,17 @@ class OrtEngine:
         self._session = None  # type: ignore[assignment]
 
 
-class _Slot:
-    """One LiteRT interpreter and the batch size its input is currently sized for."""
+class _Own:
+    """One thread's LiteRT interpreter: the input shape it is allocated for and, on the fast path, a numpy view of
+    its input tensor (dropped before the interpreter allocates again, which would free the memory it points to)."""
 
-    __slots__ = ("interpreter", "batch")
+    __slots__ = ("interpreter", "raw", "shape", "view")
 
-    def __init__(self, interpreter: Any, batch: int) -> None:
+    def __init__(self, interpreter: Any, direct: bool) -> None:
         self.interpreter = interpreter
-        self.batch = batch
+        self.raw = interpreter._interpreter if direct else None  # the C++ interpreter, when the wrapper has one
+        self.shape = tuple(int(d) for d in interpreter.get_input_details()[0]["shape"])
+        self.view: np.ndarray | None = None
 
 
 class LiteRTEngine:
@@ -212,8 +215,7 @@ class LiteRTEngine:
         from ai_edge_litert.interpreter import Interpreter
 
         self._make = lambda: Interpreter(model_content=content, num_threads=threads)
-        first = self._new_slot()
-        it = first.interpreter
+        it = self._new_interpreter()
         ins, outs = it.get_input_details(), it.get_output_details()
         if len(ins) != 1 or not outs:
             raise ValueError(f"{len(ins)} inputs and {len(outs)} outputs: expected one image input and an output")
@@ -224,6 +226,7 @@ class LiteRTEngine:
         self.output_shape = [None if i == 0 else int(d) for i, d in enumerate(out["shape"])]
         self.input_dtype = np.dtype(inp["dtype"]).name
         self.output_dtype = np.dtype(out["dtype"]).name
+        self._input_dtype = np.dtype(inp["dtype"])
         self.input_quantization = _litert_quant(inp["quantization"])
         self.output_quantization = _litert_quant(out["quantization"])
         # run() names each output as the file's one signature does ("boxes"), else by its tensor name
@@ -236,86 +239,95 @@ class LiteRTEngine:
         # LiteRT applies its default CPU delegate (XNNPACK) to the nodes it supports, as one DELEGATE node
         ops = [o.get("op_name") for o in it._get_ops_details()] if hasattr(it, "_get_ops_details") else []
         self.delegate = "xnnpack" if "DELEGATE" in ops else "builtin"
-        # deque.append/pop are atomic in CPython: the pool needs no lock, and the interpreter a caller
-        # pops is its own until it is appended back.
-        self._idle: deque[_Slot] = deque([first])
         # set_tensor/invoke/get_tensor are thin Python wrappers over these C++ calls; invoke's wrapper also checks
-        # that no numpy view of the interpreter's memory is alive, and this engine never makes one. ~0.5 µs per call.
+        # that no numpy view of the interpreter's memory is alive, which the fast path keeps. ~0.5 µs per call.
         raw = getattr(it, "_interpreter", None)
-        self._direct = all(callable(getattr(raw, name, None)) for name in ("SetTensor", "Invoke", "GetTensor"))
+        self._direct = all(callable(getattr(raw, name, None)) for name in
+                           ("SetTensor", "Invoke", "GetTensor", "ResizeInputTensor", "AllocateTensors"))  # fmt: skip
         del raw
-        self._local = threading.local()  # per thread: {shape: input buffer} for run_fill
+        # An interpreter is not thread-safe: each thread runs its own, made on its first call (this one is the
+        # constructing thread's). Every call of a thread goes to the same interpreter, so its packed weights stay
+        # in that core's caches, and no pool is locked or passed around.
+        self._local = threading.local()
+        self._local.own = _Own(it, self._direct)
 
-    def _new_slot(self) -> _Slot:
+    def _new_interpreter(self) -> Any:
         with _native_quiet():  # the delegate (and its banner) is made while the interpreter is built and allocated
             it = self._make()
             it.allocate_tensors()
-        return _Slot(it, int(it.get_input_details()[0]["shape"][0]))
+        return it
+
+    def _own(self, shape: tuple[int, ...]) -> _Own:
+        """This thread's interpreter, allocated for input ``shape`` (resized here when it was not)."""
+        own = getattr(self._local, "own", None)
+        if own is None:
+            own = self._local.own = _Own(self._new_interpreter(), self._direct)
+        if own.shape != shape:
+            own.view = None  # the view goes before allocate_tensors frees the memory it points to
+            own.shape = None  # if the resize fails, the next call resizes again
+            if own.raw is not None:
+                # The wrapper's resize_tensor_input and allocate_tensors refuse while anything else holds the C++
+                # interpreter (``own.raw`` does); the view was the only thing pointing into its memory.
+                own.raw.ResizeInputTensor(self._in_index, np.array(shape, dtype=np.int32), False)
+                own.raw.AllocateTensors()
+            else:
+                own.interpreter.resize_tensor_input(self._in_index, list(shape), strict=False)
+                own.interpreter.allocate_tensors()
+            own.shape = shape
+        return own
 
     @property
     def n_outputs(self) -> int:
         return _columns(self.output_shape)
 
     def run(self, inp: np.ndarray) -> np.ndarray:
-        try:
-            slot = self._idle.pop()
-        except IndexError:
-            slot = self._new_slot()
-        try:
-            it = slot.interpreter
-            n = inp.shape[0]
-            if slot.batch != n:
-                slot.batch = -1  # if the resize fails, the next caller resizes again
-                it.resize_tensor_input(self._in_index, list(inp.shape), strict=False)
-                it.allocate_tensors()
-                slot.batch = n
-            if self._direct:  # the calls the public methods make, without their per-call Python checks
-                # No local name for it._interpreter: the finally below hands the slot to the next caller before
-                # this frame's locals go, and an extra reference makes that caller's allocate_tensors (a resize)
-                # refuse to run. A temporary is gone when its call returns or raises.
-                it._interpreter.SetTensor(self._in_index, inp)
-                it._interpreter.Invoke()
-                return it._interpreter.GetTensor(self._out_index, 0)
-            it.set_tensor(self._in_index, inp)
-            it.invoke()
-            return it.get_tensor(self._out_index)
-        finally:
-            self._idle.append(slot)
+        own = self._own(inp.shape)
+        raw = own.raw
+        if raw is not None:  # the calls the public methods make, without their per-call Python checks
+            raw.SetTensor(self._in_index, inp)
+            raw.Invoke()
+            return raw.GetTensor(self._out_index, 0)
+        it = own.interpreter
+        it.set_tensor(self._in_index, inp)
+        it.invoke()
+        return it.get_tensor(self._out_index)
 
     def run_all(self, inp: np.ndarray) -> list[np.ndarray]:
-        """Every output, through the public interpreter calls (get_tensor returns copies the caller owns)."""
-        try:
-            slot = self._idle.pop()
-        except IndexError:
-            slot = self._new_slot()
-        try:
-            it = slot.interpreter
-            if slot.batch != inp.shape[0]:
-                slot.batch = -1  # as in run: a failed resize is redone by the next caller
-                it.resize_tensor_input(self._in_index, list(inp.shape), strict=False)
-                it.allocate_tensors()
-                slot.batch = inp.shape[0]
-            it.set_tensor(self._in_index, inp)
-            it.invoke()
-            return [it.get_tensor(i) for i in self._out_indices]
-        finally:
-            self._idle.append(slot)
+        """Every output (the arrays are copies the caller owns)."""
+        own = self._own(inp.shape)
+        if own.raw is not None:
+            own.raw.SetTensor(self._in_index, inp)
+            own.raw.Invoke()
+            return [own.raw.GetTensor(i, 0) for i in self._out_indices]
+        it = own.interpreter
+        it.set_tensor(self._in_index, inp)
+        it.invoke()
+        return [it.get_tensor(i) for i in self._out_indices]
 
     def run_fill(self, shape: tuple[int, ...], dtype: np.dtype, fill: Any, x: np.ndarray) -> np.ndarray:
-        """``fill(x, buffer)`` writes the input into this thread's preallocated buffer, which ``run`` hands to the
-        interpreter (SetTensor copies it, so the buffer is free again when the call returns)."""
-        bufs = self._local.__dict__
-        pair = bufs.get(shape)
-        if pair is None or pair[0].dtype != dtype:
-            if len(bufs) >= 8:  # a few batch sizes per thread; a caller cycling through many reallocates
-                bufs.clear()
-            buf = np.empty(shape, dtype)
-            pair = bufs[shape] = (buf, buf if self.fill_view is None else buf.view(self.fill_view))
-        fill(x, pair[1])
-        return self.run(pair[0])
+        """``fill(x, tensor)`` writes the input straight into the input tensor of this thread's interpreter (a
+        numpy view of its memory, viewed as ``fill_view`` when set); then Invoke, and a copy of the output.
+
+        The Predictor's fast path, as a C++ program calls TFLite: no input array is made and then copied in by
+        SetTensor. The view stays valid until the interpreter allocates its tensors again, which happens only in
+        ``_own``, on a new batch size, after the view is dropped."""
+        own = getattr(self._local, "own", None)
+        if own is None or own.view is None or own.shape != shape:
+            own = self._own(shape)
+            if own.raw is None or dtype != self._input_dtype:  # no C++ calls to bypass invoke's view check with
+                buf = np.empty(shape, dtype)
+                fill(x, buf if self.fill_view is None else buf.view(self.fill_view))
+                return self.run(buf)
+            view = own.interpreter.tensor(self._in_index)()
+            own.view = view if self.fill_view is None else view.view(self.fill_view)
+            del view
+        fill(x, own.view)
+        raw = own.raw
+        raw.Invoke()
+        return raw.GetTensor(self._out_index, 0)
 
     def close(self) -> None:
-        self._idle.clear()
+        self._local = threading.local()  # every thread's interpreter goes with the old one
 
 
 def _litert_quant(q: tuple[float, int]) -> tuple[float, int] | None:

@@ -35,6 +35,7 @@ INTEGER = ("int8", "uint8", "int16")  # int16: AEQ a16w8 files (int16 activation
 BYTE_INTEGER = ("int8", "uint8")
 
 Fill = Callable[[np.ndarray, np.ndarray], Any]
+_multiply, _add2 = np.multiply, np.add
 
 
 # -- the reference path ----------------------------------------------------------------------------------------
@@ -121,20 +122,21 @@ class InputPlan:
 
     # One function per plan, chosen at load: no branch per call. ``buf`` is the engine's input buffer.
     def _fill_shift(self, x: np.ndarray, buf: np.ndarray) -> None:
-        np.add(x, self._shift, out=buf)  # buf is the uint8 view: adds wrap mod 256
+        _add2(x, self._shift, buf)  # buf is the uint8 view: adds wrap mod 256
 
     def _fill_shift_nchw(self, x: np.ndarray, buf: np.ndarray) -> None:
-        np.add(x.transpose(0, 3, 1, 2), self._shift, out=buf)
+        _add2(x.transpose(0, 3, 1, 2), self._shift, buf)
 
     # A cast, then a float32 multiply in place: ~0.4 µs cheaper at (1, 28, 28, 1) than one mixed uint8 x float32
-    # multiply (which casts through a buffer); the same bits, float32(pixel) * a.
+    # multiply (which casts through a buffer); the same bits, float32(pixel) * a. Item assignment casts ~0.3 µs
+    # cheaper than np.copyto, and a positional ``out`` saves the keyword's parsing (~0.1 µs).
     def _fill_multiply(self, x: np.ndarray, buf: np.ndarray) -> None:
-        np.copyto(buf, x)
-        np.multiply(buf, self._a, out=buf)
+        buf[...] = x
+        _multiply(buf, self._a, buf)
 
     def _fill_multiply_nchw(self, x: np.ndarray, buf: np.ndarray) -> None:
-        np.copyto(buf, x.transpose(0, 3, 1, 2))
-        np.multiply(buf, self._a, out=buf)
+        buf[...] = x.transpose(0, 3, 1, 2)
+        _multiply(buf, self._a, buf)
 
     def _fill_table(self, x: np.ndarray, buf: np.ndarray) -> None:
         np.take(self._table, x, out=buf, mode="clip")  # uint8 indices are always in 0..255
