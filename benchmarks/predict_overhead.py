@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from edgepack.machine import machine_info  # noqa: E402
 from edgepack.runtime import load  # noqa: E402
-from edgepack.timing import time_calls  # noqa: E402
+from edgepack.timing import paired_ratio, time_calls  # noqa: E402
 
 GOAL = 1.15
 
@@ -46,22 +46,6 @@ def bundles(export_dir: Path, precisions: set[str]) -> list[Path]:
         if isinstance(meta, dict) and "file" in meta and meta.get("precision") in precisions:
             found.append(path)
     return found
-
-
-def paired_ratio(a, b, pairs: int, clock=time.perf_counter_ns, warmup: int = 200) -> float:
-    """Median over ``pairs`` back-to-back calls of time(a) / time(b), which one runs first alternating."""
-    for _ in range(warmup):
-        a()
-        b()
-    ratios = np.empty(pairs)
-    for i in range(pairs):
-        if i & 1:
-            t0 = clock(); a(); t1 = clock(); b(); t2 = clock()  # noqa: E702
-            ratios[i] = (t1 - t0) / (t2 - t1)
-        else:
-            t0 = clock(); b(); t1 = clock(); a(); t2 = clock()  # noqa: E702
-            ratios[i] = (t2 - t1) / (t1 - t0)
-    return float(np.median(ratios))
 
 
 def measure(bundle: Path, x: np.ndarray, min_time: float, windows: int, clock, pairs: int) -> dict:

@@ -65,6 +65,21 @@ def test_interleaved_timing_of_two_calls_measures_each_and_their_ratio():
     assert t["short"].windows == t["long"].windows == 3
 
 
+def _spin(us: float) -> None:
+    end = time.perf_counter_ns() + int(us * 1000)
+    while time.perf_counter_ns() < end:
+        pass
+
+
+def test_paired_ratio_of_two_busy_waits_is_their_length_ratio():
+    from edgepack.timing import paired_ratio
+
+    assert paired_ratio(lambda: _spin(300), lambda: _spin(100), pairs=400, warmup=5) == pytest.approx(3.0, rel=0.05)
+    assert paired_ratio(lambda: _spin(100), lambda: _spin(300), pairs=400, warmup=5) == pytest.approx(1 / 3, rel=0.05)
+    with pytest.raises(ValueError, match="pairs 0"):
+        paired_ratio(lambda: None, lambda: None, pairs=0)
+
+
 def test_batch_size_scales_throughput_not_latency():
     timing = time_call(lambda: time.sleep(0.002), batch=32, min_time=0.05, windows=3, warmup_time=0.0)
 

@@ -103,6 +103,28 @@ def time_calls(
     return {name: _timing(per_window[name], warmup[name], batch) for name in fns}
 
 
+def paired_ratio(a: Callable[[], Any], b: Callable[[], Any], pairs: int, clock: Callable[[], int] = time.perf_counter_ns,
+                 warmup: int = 200) -> float:  # fmt: skip
+    """Median over ``pairs`` back-to-back calls of time(a) / time(b), which of the two runs first alternating.
+
+    On a shared machine whose speed swings within seconds, two callables timed in separate windows can land in
+    different speed modes; the two calls of a pair share one, so the median of the pair ratios is their cost ratio."""
+    if pairs < 1:
+        raise ValueError(f"paired_ratio: pairs {pairs}; expected >= 1")
+    for _ in range(warmup):
+        a()
+        b()
+    ratios = np.empty(pairs)
+    for i in range(pairs):
+        if i & 1:
+            t0 = clock(); a(); t1 = clock(); b(); t2 = clock()  # noqa: E702
+            ratios[i] = (t1 - t0) / (t2 - t1)
+        else:
+            t0 = clock(); b(); t1 = clock(); a(); t2 = clock()  # noqa: E702
+            ratios[i] = (t2 - t1) / (t1 - t0)
+    return float(np.median(ratios))
+
+
 def _timing(per_window: list[np.ndarray], warmup_calls: int, batch: int) -> Timing:
     def med(stat: Callable[[np.ndarray], float]) -> float:
         return float(np.median([stat(w) for w in per_window]))
