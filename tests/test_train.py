@@ -78,3 +78,35 @@ def test_training_loss_follows_the_models_head_not_the_class_count(units, activa
     assert model.loss.get_config()["from_logits"] is from_logits
     x, y = np.random.default_rng(0).random((8, 4), np.float32), np.array([0, 1] * 4)
     assert np.isfinite(model.fit(x, y, epochs=1, verbose=0).history["loss"][0])  # labels and head fit together
+
+
+def test_augment_feeds_randomly_shifted_batches_with_their_labels_and_holds_out_the_last_split_unshifted():
+    from edgepack.tf import keras
+    from edgepack.train.fit import fit_batches
+
+    rng = np.random.default_rng(0)
+    x = np.zeros((40, 16, 16, 1), np.float32)
+    for i in range(40):  # one bright pixel each, away from the edges: a shift moves it, "nearest" fill adds none
+        x[i, 4 + i % 8, 4 + (i * 3) % 8, 0] = 1.0
+    y = rng.integers(0, 4, 40)
+    seen: dict = {}
+
+    class Capture(keras.Model):
+        def fit(self, data, *args, **kwargs):  # the batches fit_batches hands to Keras, not a training run
+            seen.update(data=data, **kwargs)
+
+    model = Capture()
+    fit_batches(model, x, y, epochs=1, batch_size=8, val_split=0.25, augment=0.25, seed=3)
+    images, labels = (np.concatenate(parts) for parts in zip(*[(a.numpy(), b.numpy()) for a, b in seen["data"]]))
+    assert images.shape == (30, 16, 16, 1)  # 25% held out
+    # every shifted image still has its one pixel (moved or not), and its label is the one it came with
+    sums = images.reshape(30, -1).sum(1)
+    np.testing.assert_allclose(sums, 1.0, atol=1e-5)
+    moved = 0
+    for img, label in zip(images, labels, strict=True):
+        src = [i for i in range(30) if y[i] == label]
+        moved += not any(np.array_equal(img, x[i]) for i in src)
+    assert moved >= 20  # shifts of up to 4 pixels move most of them
+    np.testing.assert_array_equal(seen["validation_data"][0], x[30:])  # held out as Keras does: the last 25%, as is
+    fit_batches(model, x, y, epochs=1, batch_size=8, augment=0.0)
+    assert seen["data"] is x  # no augmentation: the arrays themselves

@@ -67,6 +67,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help="batch size (default 32)")
     g.add_argument("--learning-rate", type=float, help="Adam learning rate (default 0.001)")
     g.add_argument("--val-split", type=float, help="fraction of training data held out for validation (default 0)")
+    g.add_argument("--augment", type=float, metavar="FRACTION",
+                   help="shift each training batch at random by up to FRACTION of its height and width (default 0; "
+                        "mobilenet-v1 0.1); compress fine-tunes the same way")  # fmt: skip
 
 
 def _given(args: argparse.Namespace, **names: str) -> dict[str, Any]:
@@ -83,7 +86,7 @@ def _data_settings(args: argparse.Namespace, base: DataSettings | None = None) -
 def _train_settings(args: argparse.Namespace, base: TrainSettings | None = None) -> TrainSettings:
     base = base or TrainSettings()
     given = _given(args, model="model", width="width", epochs="epochs", batch_size="batch_size",
-                   learning_rate="learning_rate", val_split="val_split", seed="seed")  # fmt: skip
+                   learning_rate="learning_rate", val_split="val_split", seed="seed", augment="augment")  # fmt: skip
     return _replace(base, given)
 
 

@@ -9,7 +9,7 @@ from edgepack.data import Dataset
 from edgepack.errors import ConfigError
 from edgepack.spec import ModelSpec
 from edgepack.tf import keras
-from edgepack.train.fit import RichProgress
+from edgepack.train.fit import RichProgress, fit_batches
 from edgepack.train.model import compile_model, kernel_names
 
 # the Keras layer classes that carry a kernel, from the one op table (Conv2D, DepthwiseConv2D, Dense, ...)
@@ -64,13 +64,13 @@ def fine_tune(
     spec: ModelSpec | None = None,
 ) -> dict[str, list[float]]:
     """Compile with the training loss and fit on the run's training split (preprocessed as the model
-    description says); returns the history."""
+    description says; shifted at random as the baseline was trained, ``data.augment``); returns the history."""
     described = spec if spec is not None else data.model_spec
     compile_model(model, data.n_classes, learning_rate, described.output_kind if described is not None else None)
     callbacks = list(callbacks or [])
     if progress:
         callbacks.append(RichProgress(description, steps_per_epoch(len(data.y_train), batch_size), epochs))
     x = spec.preprocess_pixels(data.x_train) if spec is not None else data.model_inputs(data.x_train)
-    history = model.fit(x, data.y_train, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
-                        callbacks=callbacks)  # fmt: skip
+    history = fit_batches(model, x, data.y_train, epochs=epochs, batch_size=batch_size, augment=data.augment,
+                          callbacks=callbacks)  # fmt: skip
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}

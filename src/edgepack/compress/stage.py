@@ -147,7 +147,8 @@ def compress_stage(
     model = load_keras(run.file(baseline))
     prune_layers = pruning.prune_layers(model, prune) if prune else ()  # bad layer names fail here, before work
     cluster_layers = clustering.cluster_plan(model, cluster)[0] if cluster else ()
-    data = dataclasses.replace(load_from_run(run.path, run.manifest["dataset"]), model_spec=run.model_spec())
+    data = dataclasses.replace(load_from_run(run.path, run.manifest["dataset"]), model_spec=run.model_spec(),
+                               augment=float(baseline.settings.get("augment", 0.0)))  # fmt: skip
     batch_size = int(baseline.settings.get("batch_size", 32))
     seed_everything(int(baseline.settings.get("seed", 0)))
     base_acc = baseline.metrics.get("accuracy")

@@ -44,6 +44,9 @@ class Dataset:
     # the run's model description once a model is in (set by the stages that feed a model): how these pixels
     # become the model's input; None = the default of the models edgepack builds (x / 255, NHWC)
     model_spec: ModelSpec | None = None
+    # how the run's training batches are shifted at random (TrainSettings.augment, set by the stages that fine-tune
+    # a trained model so that they see what the baseline saw)
+    augment: float = 0.0
 
     scale = 1.0 / 255.0
 

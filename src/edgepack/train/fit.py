@@ -32,6 +32,24 @@ def to_float(x: np.ndarray, scale: float = 1.0 / 255.0) -> np.ndarray:
     return x.astype(np.float32) * np.float32(scale)
 
 
+def fit_batches(model: keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
+                val_split: float = 0.0, augment: float = 0.0, seed: int = 0, callbacks: list | None = None) -> Any:
+    """``model.fit`` on model inputs ``x``, shuffled each epoch; with ``augment`` > 0 each training batch is shifted
+    at random by up to that fraction of its height and width (Keras RandomTranslation, edges repeated), in the
+    input pipeline, so the model and its exports do not change. The last ``val_split`` of the data is held out
+    unshifted, as Keras' validation_split does. Returns the History."""
+    if not augment:
+        return model.fit(x, y, epochs=epochs, batch_size=batch_size, validation_split=val_split, shuffle=True,
+                         verbose=0, callbacks=callbacks)  # fmt: skip
+    n_fit = len(x) - int(len(x) * val_split)
+    shift = keras.layers.RandomTranslation(augment, augment, fill_mode="nearest", seed=seed)
+    batches = (tf.data.Dataset.from_tensor_slices((x[:n_fit], y[:n_fit]))
+               .shuffle(n_fit, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+               .map(lambda images, labels: (shift(images, training=True), labels)))  # fmt: skip
+    validation = (x[n_fit:], y[n_fit:]) if n_fit < len(x) else None
+    return model.fit(batches, epochs=epochs, validation_data=validation, verbose=0, callbacks=callbacks)
+
+
 class RichProgress(keras.callbacks.Callback):
     """A progress bar on stderr for training and fine-tuning (stdout stays free for --json)."""
 
@@ -120,10 +138,9 @@ def fit(data: Dataset, settings: TrainSettings, progress: bool = True) -> tuple[
     n_fit = len(x) - int(len(x) * settings.val_split)
     steps = -(-n_fit // settings.batch_size)
     callbacks = [RichProgress("training", steps, settings.epochs)] if progress else []
-    history = model.fit(
-        x, data.y_train, epochs=settings.epochs, batch_size=settings.batch_size,
-        validation_split=settings.val_split, shuffle=True, verbose=0, callbacks=callbacks,
-    )  # fmt: skip
+    history = fit_batches(model, x, data.y_train, epochs=settings.epochs, batch_size=settings.batch_size,
+                          val_split=settings.val_split, augment=settings.augment, seed=settings.seed,
+                          callbacks=callbacks)  # fmt: skip
     return model, {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
