@@ -432,3 +432,27 @@ def test_entropy_and_percentile_calibration_choose_other_ranges_than_minmax(expo
     assert scales["entropy"] != pytest.approx(scales["minmax"])  # ORT's default 128-bin entropy equals minmax
     assert scales["percentile"] != pytest.approx(scales["minmax"])
     assert max(scales["entropy"]) <= max(scales["minmax"])  # KL clips outliers, never widens the range
+
+
+def test_fp16_bound_grows_with_the_files_weighted_layers_and_fp16_must_keep_the_top1_answers():
+    from edgepack.export.parity import FP16_PER_LAYER, check
+
+    rng = np.random.default_rng(0)
+    ref = rng.dirichlet(np.ones(10), 200).astype(np.float32)
+    y = ref.argmax(1)
+    moved = ref.copy()
+    moved[:, 0] += 8e-3 * (ref.argmax(1) != 0)  # 8e-3 where it changes no top-1 answer (mobilenet-v1's fp16 file)
+    moved[ref.argmax(1) == 0, 1] -= 8e-3
+
+    shallow = check("fp16", moved, ref, y, weighted_layers=4)  # the seed CNN's depth: 5e-3
+    deep = check("fp16", moved, ref, y, weighted_layers=28)  # mobilenet-v1's: 28 x FP16_PER_LAYER
+    assert not shallow["passed"] and shallow["tolerance"]["max_abs_diff"] == 5e-3
+    assert deep["passed"] and deep["tolerance"]["max_abs_diff"] == pytest.approx(28 * FP16_PER_LAYER)
+    assert check("fp16", moved, ref, y)["tolerance"]["max_abs_diff"] == 5e-3  # unknown depth: the fixed bound
+    far = ref.copy()
+    far[:, 0] += 0.05
+    assert not check("fp16", far, ref, y, weighted_layers=28)["passed"]  # beyond 3.5e-2 still fails
+    flipped = ref.copy()
+    flipped[:3] = flipped[:3, ::-1]  # 3 of 200 answers change (98.5%): fails however deep the file
+    assert any("top-1 agreement" in f for f in check("fp16", flipped, ref, y, weighted_layers=1000)["failures"])
+    assert check("int8", moved, ref, y, weighted_layers=28)["tolerance"] == check("int8", moved, ref, y)["tolerance"]

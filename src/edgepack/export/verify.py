@@ -22,16 +22,20 @@ def verify_file(run: RunDir, job: Job, reference: np.ndarray, data: Any, setting
     from edgepack.export.inspect import describe
     from edgepack.export.parity import check, run_file
 
+    from edgepack.ops import names
+
     file = run.path / job.path
     probs, runtime = run_file(file, data.x_test, spec)
+    info = describe(file)
+    weighted = sum(n for op, n in info["ops"].items() if op in names(job.format, weights=True))
     # --max-drop is the accuracy budget of a file the fallback made (issue 16)
     verdict = check(job.precision, probs, reference, data.y_test,
-                    settings.max_drop if "accuracy_fallback" in (made or {}) else None)  # fmt: skip
+                    settings.max_drop if "accuracy_fallback" in (made or {}) else None, weighted)  # fmt: skip
     verdict["runtime"] = runtime
     verdict["source"] = job.source.name
+    verdict["weighted_layers"] = weighted
     if not verdict["passed"] and settings.allow_parity_failure:
         verdict["overridden"] = True
-    info = describe(file)
     keras_zeros = describe(model)["sparsity"] if isinstance(model, Path) else _keras_kernel_sparsity(model)
     artifact_settings = {"opset": settings.opset} if job.format == "onnx" else {}
     if job.precision in ("int8", "a16w8", "w4") and not job.qat:
