@@ -450,12 +450,14 @@ def run_bench(inputs: list[str], settings: BenchSettings, runtimes: tuple[str, .
         rows.extend(_bench_keras(keras, settings, say))
     _fill_macs(rows, targets)
     _fill_floor(rows, floor)
-    if _beaten(rows):
-        say(f"{len(_beaten(rows))} rows ran faster than the floor: measuring the floor again")
+    beaten = _beaten(rows)
+    if beaten:
+        say(f"{len(beaten)} rows ran faster than the floor: measuring the floor again")
         from edgepack.bench.floor import remeasure_floor
 
-        floor = remeasure_floor(floor, _beaten(rows))
+        floor = remeasure_floor(floor, beaten)
         _fill_floor(rows, floor)
+        beaten = _beaten(rows)
     _fill_intervals(rows)
     machine = {**machine_info(settings.label), "state_start": state_start, "state_end": machine_state(sample=1.0)}
     from edgepack.bench.floor import measurement_warnings
@@ -467,7 +469,7 @@ def run_bench(inputs: list[str], settings: BenchSettings, runtimes: tuple[str, .
         "machine": machine,
         "warnings": measurement_warnings(machine, floor) + [
             f"FLOOR BEATEN: {name} ran faster than its floor, measured twice: × floor figures are too low" for name in
-            _beaten(rows)],
+            beaten],
         "settings": {"runtimes": list(runtimes), "threads": list(settings.threads), "batch": list(settings.batch),
                      "min_time_s": settings.min_time, "windows": settings.windows, "inputs": [str(i) for i in inputs]},
         "floor": floor,

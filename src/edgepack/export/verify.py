@@ -27,7 +27,8 @@ def verify_file(run: RunDir, job: Job, reference: np.ndarray, data: Any, setting
     file = run.path / job.path
     probs, runtime = run_file(file, data.x_test, spec)
     info = describe(file)
-    weighted = sum(n for op, n in info["ops"].items() if op in names(job.format, weights=True))
+    weight_ops = set(names(job.format, weights=True))
+    weighted = sum(n for op, n in info["ops"].items() if op in weight_ops)
     # --max-drop is the accuracy budget of a file the fallback made (issue 16)
     verdict = check(job.precision, probs, reference, data.y_test,
                     settings.max_drop if "accuracy_fallback" in (made or {}) else None, weighted)  # fmt: skip
