@@ -446,8 +446,10 @@ def test_fp16_bound_grows_with_the_files_weighted_layers_and_fp16_must_keep_the_
 
     shallow = check("fp16", moved, ref, y, weighted_layers=4)  # the seed CNN's depth: 5e-3
     deep = check("fp16", moved, ref, y, weighted_layers=28)  # mobilenet-v1's: 28 x FP16_PER_LAYER
-    assert not shallow["passed"] and shallow["tolerance"]["max_abs_diff"] == 5e-3
-    assert deep["passed"] and deep["tolerance"]["max_abs_diff"] == pytest.approx(28 * FP16_PER_LAYER)
+    assert not shallow["passed"]
+    assert shallow["tolerance"]["max_abs_diff"] == 5e-3
+    assert deep["passed"]
+    assert deep["tolerance"]["max_abs_diff"] == pytest.approx(28 * FP16_PER_LAYER)
     assert check("fp16", moved, ref, y)["tolerance"]["max_abs_diff"] == 5e-3  # unknown depth: the fixed bound
     far = ref.copy()
     far[:, 0] += 0.05

@@ -298,7 +298,8 @@ def test_litert_fast_path_and_engine_call_share_one_interpreter_per_thread_acros
                                           ref.head(ref.run_prepared(ref.prepare(x[n - 1 :]))))  # fmt: skip
         p.predict(x[:1])
         own = p._engine._local.own
-        assert own.view is not None and own.shape == (1, *p._engine_shape)  # the fast path ran on this interpreter
+        assert own.view is not None  # the fast path ran on this interpreter
+        assert own.shape == (1, *p._engine_shape)
         with pytest.raises(ValueError, match="Cannot set tensor"):  # a failing call leaves the thread usable
             p._engine.run(p.prepare(x[:1]).astype(np.float32))
         np.testing.assert_array_equal(p.predict(x[:2]), ref.predict(x[:2]))

@@ -97,7 +97,9 @@ def test_augment_feeds_randomly_shifted_batches_with_their_labels_and_holds_out_
 
     model = Capture()
     fit_batches(model, x, y, epochs=1, batch_size=8, val_split=0.25, augment=0.25, seed=3)
-    images, labels = (np.concatenate(parts) for parts in zip(*[(a.numpy(), b.numpy()) for a, b in seen["data"]]))
+    images, labels = (
+        np.concatenate(parts) for parts in zip(*[(a.numpy(), b.numpy()) for a, b in seen["data"]], strict=True)
+    )
     assert images.shape == (30, 16, 16, 1)  # 25% held out
     # every shifted image still has its one pixel (moved or not), and its label is the one it came with
     sums = images.reshape(30, -1).sum(1)

@@ -61,8 +61,11 @@ class ModelName(Choice):
 # Random shifts of up to 10% (augment 0.1), 20 epochs, 6 pruning and 2 QAT epochs: baseline 0.960, pruned 0.949,
 # qat 0.955, every int8 file at agreement 0.988-0.998 (RGB 32x32 folder: 0.921 / 0.925 / 0.935, 0.987-0.997).
 MODEL_RECIPE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
-    "mobilenet-v1": {"train": {"epochs": 20, "augment": 0.1}, "prune": {"sparsity": 0.5, "epochs": 6},
-                     "qat": {"epochs": 2}},
+    "mobilenet-v1": {
+        "train": {"epochs": 20, "augment": 0.1},
+        "prune": {"sparsity": 0.5, "epochs": 6},
+        "qat": {"epochs": 2},
+    },
     "ds-cnn": {"prune": {"sparsity": 0.5}},
 }
 

@@ -117,10 +117,18 @@ def paired_ratio(a: Callable[[], Any], b: Callable[[], Any], pairs: int, clock: 
     ratios = np.empty(pairs)
     for i in range(pairs):
         if i & 1:
-            t0 = clock(); a(); t1 = clock(); b(); t2 = clock()  # noqa: E702
+            t0 = clock()
+            a()
+            t1 = clock()
+            b()
+            t2 = clock()  # noqa: E702
             ratios[i] = (t1 - t0) / (t2 - t1)
         else:
-            t0 = clock(); b(); t1 = clock(); a(); t2 = clock()  # noqa: E702
+            t0 = clock()
+            b()
+            t1 = clock()
+            a()
+            t2 = clock()  # noqa: E702
             ratios[i] = (t2 - t1) / (t1 - t0)
     return float(np.median(ratios))
 

@@ -21,7 +21,6 @@ def verify_file(run: RunDir, job: Job, reference: np.ndarray, data: Any, setting
     ``reference`` (its Keras source's probabilities), and record the artifact and its bundle."""
     from edgepack.export.inspect import describe
     from edgepack.export.parity import check, run_file
-
     from edgepack.ops import names
 
     file = run.path / job.path

@@ -32,8 +32,18 @@ def to_float(x: np.ndarray, scale: float = 1.0 / 255.0) -> np.ndarray:
     return x.astype(np.float32) * np.float32(scale)
 
 
-def fit_batches(model: keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
-                val_split: float = 0.0, augment: float = 0.0, seed: int = 0, callbacks: list | None = None) -> Any:
+def fit_batches(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    val_split: float = 0.0,
+    augment: float = 0.0,
+    seed: int = 0,
+    callbacks: list | None = None,
+) -> Any:
     """``model.fit`` on model inputs ``x``, shuffled each epoch; with ``augment`` > 0 each training batch is shifted
     at random by up to that fraction of its height and width (Keras RandomTranslation, edges repeated), in the
     input pipeline, so the model and its exports do not change. The last ``val_split`` of the data is held out
